@@ -1,0 +1,1 @@
+"""Command-line faces of gymfleet: ``gymfleet ...`` and the NeMo Gym compatible ``ng_*`` commands."""

@@ -1,0 +1,42 @@
+"""Collection glue shared by ``gymfleet collect``, ``ng_collect_rollouts`` and ``gymfleet quickstart``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gymfleet.client import ServerClient
+from gymfleet.rollouts import CollectionConfig, CollectionSummary, RolloutCollector, make_aggregate, make_dispatch
+
+__all__ = ["collect_with_client", "print_summary"]
+
+
+async def collect_with_client(client: ServerClient, settings: Mapping[str, Any]) -> CollectionSummary:
+    """Run one collection through ``client`` with NeMo Gym's keys (agent_name, input_jsonl_fpath, ...)."""
+    config = CollectionConfig.from_mapping(settings)
+    collector = RolloutCollector(config, make_dispatch(client), aggregate=make_aggregate(client))
+    return await collector.run()
+
+
+def print_summary(summary: CollectionSummary, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="Rollout collection")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("expected", str(summary.expected))
+    table.add_row("succeeded", str(summary.succeeded))
+    for failure_class, count in sorted(summary.failed_by_class.items()):
+        table.add_row(f"failed: {failure_class}", str(count))
+    table.add_row("retried", str(summary.retried))
+    table.add_row("skipped (already done)", str(summary.skipped_from_cache))
+    table.add_row("missing", str(summary.missing))
+    table.add_row("wall time", f"{summary.wall_s:.2f} s")
+    table.add_row("rollouts / s", f"{summary.rollouts_per_s:.1f}")
+    for agent, metrics in (summary.key_metrics or {}).items():
+        for key, value in sorted(metrics.items()):
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            table.add_row(f"{agent}: {key}", shown)
+    console.print(table)

@@ -1,0 +1,93 @@
+"""Exception handlers: every failure leaves a server as typed JSON, never as a bare repr or a hang.
+
+Body shape (all gymfleet servers)::
+
+    {"error": {"type": "upstream_status" | "upstream_connect" | "upstream_timeout" | "upstream_disconnected" |
+                       "server_not_found" | "internal",
+               "message": str, "server": <this instance>, "upstream_server": <name or null>,
+               "upstream_server_type": <server type or null>, "url": <upstream URL or null>, "status": int}}
+
+Failures of a call to another server answer 502 (504 for a timeout), so a collector can tell a broken model
+(``upstream_server_type: responses_api_models``) from a broken environment (``resources_servers``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from gymfleet.errors import (
+    ClientError,
+    ServerNotFoundError,
+    UpstreamConnectError,
+    UpstreamDisconnectedError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from gymfleet.server.routes import json_response
+
+__all__ = ["install_error_handlers"]
+
+logger = logging.getLogger("gymfleet.server")
+
+_CLIENT_ERROR_TYPES: list[tuple[type[ClientError], str, int]] = [
+    (UpstreamStatusError, "upstream_status", 502),
+    (UpstreamTimeoutError, "upstream_timeout", 504),
+    (UpstreamConnectError, "upstream_connect", 502),
+    (UpstreamDisconnectedError, "upstream_disconnected", 502),
+    (ServerNotFoundError, "server_not_found", 502),
+]
+
+
+def install_error_handlers(
+    app: FastAPI, *, server_name: str, server_type_of: Callable[[str], str | None]
+) -> None:
+    async def client_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ClientError)
+        kind, status = "upstream_error", 502
+        for cls, name, code in _CLIENT_ERROR_TYPES:
+            if isinstance(exc, cls):
+                kind, status = name, code
+                break
+        upstream_status = exc.status if isinstance(exc, UpstreamStatusError) else None
+        logger.warning("%s %s failed calling '%s': %s", request.method, request.url.path, exc.server_name, exc)
+        return json_response(
+            {
+                "error": {
+                    "type": kind,
+                    "message": str(exc),
+                    "server": server_name,
+                    "path": request.url.path,
+                    "upstream_server": exc.server_name,
+                    "upstream_server_type": server_type_of(exc.server_name) if exc.server_name else None,
+                    "url": exc.url,
+                    "status": status,
+                    "upstream_status": upstream_status,
+                }
+            },
+            status,
+        )
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        logger.error("unhandled %s in %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return json_response(
+            {
+                "error": {
+                    "type": "internal",
+                    "message": f"{type(exc).__name__}: {exc}",
+                    "server": server_name,
+                    "path": request.url.path,
+                    "upstream_server": None,
+                    "upstream_server_type": None,
+                    "url": None,
+                    "status": 500,
+                }
+            },
+            500,
+        )
+
+    app.add_exception_handler(ClientError, client_error)
+    app.add_exception_handler(Exception, internal_error)
