@@ -1,49 +1,32 @@
-"""Launch and supervise a node's part of a fleet."""
+"""Launch and supervise a node's part of a fleet.
+
+Submodules: ``supervisor`` (Fleet), ``process`` (ManagedProcess), ``ports``, ``addresses``, ``logs``, ``lifeline``,
+``run`` (foreground run). Names below are imported lazily: server processes import ``ports``/``addresses`` without
+paying for the supervisor.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
+import importlib
 from typing import Any
 
-from gymfleet.launcher.process import ManagedProcess, ProcessState, RestartPolicy
-from gymfleet.launcher.supervisor import Fleet, LaunchOptions, Mode
+_EXPORTS = {
+    "Fleet": "gymfleet.launcher.supervisor",
+    "LaunchOptions": "gymfleet.launcher.supervisor",
+    "Mode": "gymfleet.launcher.supervisor",
+    "ManagedProcess": "gymfleet.launcher.process",
+    "ProcessState": "gymfleet.launcher.process",
+    "RestartPolicy": "gymfleet.launcher.process",
+    "run_fleet": "gymfleet.launcher.run",
+}
 
-__all__ = ["Fleet", "LaunchOptions", "ManagedProcess", "Mode", "ProcessState", "RestartPolicy", "run_fleet"]
-
-logger = logging.getLogger("gymfleet.launcher")
-
-
-async def _run_until_signal(fleet: Fleet) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        startup = asyncio.create_task(fleet.start())
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if startup not in done:  # Ctrl-C during startup: stop what was started
-            startup.cancel()
-            await asyncio.gather(startup, return_exceptions=True)
-            await fleet.stop()
-            return
-        stopper.cancel()
-        startup.result()
-        for line in fleet.summary():
-            logger.info("  %(name)s (%(server_type)s/%(impl)s) %(url)s pid=%(pid)s", line)
-        waiter = asyncio.create_task(fleet.wait())
-        await stop.wait()
-        waiter.cancel()
-        logger.info("stopping the fleet...")
-        await fleet.stop()
-        logger.info("fleet stopped")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+__all__ = sorted(_EXPORTS)
 
 
-def run_fleet(config: Any, options: LaunchOptions | None = None) -> None:
-    """Start a fleet and serve until SIGINT/SIGTERM, then stop everything (blocking)."""
-    asyncio.run(_run_until_signal(Fleet(config, options)))
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gymfleet.launcher' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

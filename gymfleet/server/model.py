@@ -40,8 +40,11 @@ class SimpleResponsesAPIModel(SimpleServer):
 
     def model_id(self) -> str:
         """The model name reported by ``/v1/models``."""
-        extra = self.config.model_extra or {}
-        return str(extra.get("model") or extra.get("openai_model") or self.config.name)
+        for key in ("model", "openai_model"):
+            value = getattr(self.config, key, None)
+            if value:
+                return str(value)
+        return self.config.name
 
     async def responses(self, body: ResponseCreateParams) -> Response | dict[str, Any]:
         raise NotImplementedError(f"{type(self).__name__} must implement responses()")

@@ -1,0 +1,48 @@
+"""Run a fleet in the foreground until SIGINT/SIGTERM (what ``ng_run`` / ``gymfleet run`` do)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from gymfleet.launcher.supervisor import Fleet, LaunchOptions
+
+__all__ = ["run_fleet"]
+
+logger = logging.getLogger("gymfleet.launcher")
+
+
+async def _run_until_signal(fleet: Fleet) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        startup = asyncio.create_task(fleet.start())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if startup not in done:  # Ctrl-C during startup: stop what was started
+            startup.cancel()
+            await asyncio.gather(startup, return_exceptions=True)
+            await fleet.stop()
+            return
+        stopper.cancel()
+        startup.result()
+        for line in fleet.summary():
+            logger.info("  %(name)s (%(server_type)s/%(impl)s) %(url)s pid=%(pid)s", line)
+        waiter = asyncio.create_task(fleet.wait())
+        await stop.wait()
+        waiter.cancel()
+        logger.info("stopping the fleet...")
+        await fleet.stop()
+        logger.info("fleet stopped")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_fleet(config: Any, options: LaunchOptions | None = None) -> None:
+    """Start a fleet and serve until SIGINT/SIGTERM, then stop everything (blocking)."""
+    asyncio.run(_run_until_signal(Fleet(config, options)))
