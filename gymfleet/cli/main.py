@@ -178,7 +178,7 @@ def dispatch(func: Any, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(verbose=args.verbose)
+    configure_logging(verbose=args.verbose, quiet=args.command == "quickstart" and not args.verbose)
     return dispatch(args.func, args)
 
 
