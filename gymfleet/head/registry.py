@@ -95,6 +95,7 @@ class Registry:
         self._clock = clock
         self._wall = wall_clock
         self._instances: dict[str, RegisteredInstance] = {}
+        self._by_name: dict[str, dict[str, RegisteredInstance]] = {}  # name -> id -> entry (O(1) resolution)
         self.version = 0
 
     # -------------------------------------------------------------------------------- mutations
@@ -112,9 +113,9 @@ class Registry:
                 self.version += 1
             return existing
         # A new process at the address of an old one replaces it (a restarted server keeps its port).
-        for old_id, old in list(self._instances.items()):
-            if old.info.url == info.url and old.info.name == info.name:
-                del self._instances[old_id]
+        for old_id, old in list(self._by_name.get(info.name, {}).items()):
+            if old.info.url == info.url:
+                self._remove(old_id)
         entry = RegisteredInstance(
             info=info.model_copy(update={"instance_id": instance_id}),
             instance_id=instance_id,
@@ -122,7 +123,17 @@ class Registry:
             last_heartbeat=now,
         )
         self._instances[instance_id] = entry
+        self._by_name.setdefault(info.name, {})[instance_id] = entry
         self.version += 1
+        return entry
+
+    def _remove(self, instance_id: str) -> RegisteredInstance | None:
+        entry = self._instances.pop(instance_id, None)
+        if entry is not None:
+            group = self._by_name.get(entry.info.name, {})
+            group.pop(instance_id, None)
+            if not group:
+                self._by_name.pop(entry.info.name, None)
         return entry
 
     def heartbeat(self, instance_id: str) -> bool:
@@ -138,7 +149,7 @@ class Registry:
         return True
 
     def deregister(self, instance_id: str) -> bool:
-        if self._instances.pop(instance_id, None) is None:
+        if self._remove(instance_id) is None:
             return False
         self.version += 1
         return True
@@ -154,7 +165,7 @@ class Registry:
         for instance_id, entry in list(self._instances.items()):
             age = now - entry.last_heartbeat
             if age > self.lease_s + self.evict_after_s:
-                del self._instances[instance_id]
+                self._remove(instance_id)
                 evicted.append(instance_id)
             elif age > self.lease_s and entry.status == "healthy":
                 entry.status = "unhealthy"
@@ -171,14 +182,14 @@ class Registry:
         return sorted(self._instances.values(), key=lambda e: (e.info.name, e.registered_at))
 
     def by_name(self, name: str, *, healthy_only: bool = True) -> list[RegisteredInstance]:
-        return [
-            e
-            for e in self.instances()
-            if e.info.name == name and (e.status == "healthy" or not healthy_only)
-        ]
+        group = self._by_name.get(name)
+        if not group:
+            return []
+        entries = sorted(group.values(), key=lambda e: e.registered_at)
+        return [e for e in entries if e.status == "healthy" or not healthy_only]
 
     def names(self) -> set[str]:
-        return {e.info.name for e in self._instances.values()}
+        return set(self._by_name)
 
     def heartbeat_age(self, entry: RegisteredInstance) -> float:
         return max(0.0, self._clock() - entry.last_heartbeat)
