@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from gymfleet.rollouts.progress import Progress, ProgressSnapshot, make_progress
 from gymfleet.rollouts.records import check_answer, failure_record, now_iso, success_line
 from gymfleet.rollouts.results import CollectionAbortedError, CollectionSummary, RolloutResult
 from gymfleet.rollouts.resume import ResumeState, RunLock, prepare_outputs
+from gymfleet.rollouts.signals import install_signal_handlers
 from gymfleet.rollouts.writer import JsonlAppender
 
 __all__ = ["Aggregate", "Dispatch", "RolloutCollector"]
@@ -87,6 +87,9 @@ class RolloutCollector:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=config.num_samples_in_parallel)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop_waiter: asyncio.Future[Any] | None = None
+        # Set on every state change the schedulers wait for (a slot freed, stop, force), so each
+        # wake-up costs O(1) whatever the number of rollouts in flight.
+        self._wakeup = asyncio.Event()
         self._cooldown_until = 0.0
         self._t0 = time.monotonic()
         self._expected = 0
@@ -111,6 +114,7 @@ class RolloutCollector:
         if not self._stop.is_set():
             self._stop_reason = reason
             self._stop.set()
+            self._wakeup.set()
 
     async def run(self, *, handle_signals: bool = True) -> CollectionSummary:
         """Collect everything, write aggregate metrics and return the summary.
@@ -123,7 +127,7 @@ class RolloutCollector:
             DatasetError: a broken input line (without ``skip_invalid_rows``).
             ResumeMismatchError: resume refused because the run identity changed.
         """
-        restore = self._install_signal_handlers() if handle_signals else []
+        restore = install_signal_handlers(self._on_signal) if handle_signals else []
         try:
             async for _ in self.iterate():
                 pass
@@ -149,6 +153,7 @@ class RolloutCollector:
                 yield item
         except asyncio.CancelledError:
             self._force.set()  # a cancelled caller wants out now: no grace period
+            self._wakeup.set()
             raise
         finally:
             if not drained:
@@ -256,7 +261,8 @@ class RolloutCollector:
                     await self._record_invalid(item)
                     continue
                 while len(self._in_flight) >= cfg.num_samples_in_parallel and not self._stop.is_set():
-                    await asyncio.wait({*self._in_flight, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
                 pause = self._cooldown_until - time.monotonic()
                 if pause > 0:
                     await asyncio.wait({stop_waiter}, timeout=pause)
@@ -266,7 +272,7 @@ class RolloutCollector:
                 task = asyncio.create_task(self._run_rollout(item, attempts_before))
                 self._in_flight.add(task)
                 task.add_done_callback(self._on_task_done)
-            await self._drain(stop_waiter)
+            await self._drain()
         finally:
             items.close()  # type: ignore[attr-defined]
             if self._in_flight:
@@ -276,9 +282,10 @@ class RolloutCollector:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _drain(self, stop_waiter: asyncio.Future[Any]) -> None:
+    async def _drain(self) -> None:
         while self._in_flight and not self._stop.is_set():
-            await asyncio.wait({*self._in_flight, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            self._wakeup.clear()
+            await self._wakeup.wait()
         if not self._in_flight:
             return
         grace = 0.0 if self._force.is_set() else self.config.stop_grace_s
@@ -289,17 +296,13 @@ class RolloutCollector:
             len(self._in_flight),
             grace,
         )
-        force_waiter = asyncio.ensure_future(self._force.wait())
         deadline = time.monotonic() + grace
-        try:
-            while self._in_flight and not self._force.is_set() and time.monotonic() < deadline:
-                await asyncio.wait(
-                    {*self._in_flight, force_waiter},
-                    timeout=deadline - time.monotonic(),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-        finally:
-            force_waiter.cancel()
+        while self._in_flight and not self._force.is_set() and time.monotonic() < deadline:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
         pending = set(self._in_flight)
         for task in pending:
             task.cancel()
@@ -313,6 +316,7 @@ class RolloutCollector:
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._wakeup.set()
         if task.cancelled():
             return
         exc = task.exception()
@@ -321,6 +325,7 @@ class RolloutCollector:
             # carrying on would lose rows, so stop everything.
             self._fatal = exc
             self._force.set()
+            self._wakeup.set()
             self.request_stop(f"could not record a rollout: {exc}")
 
     async def _run_rollout(self, item: WorkItem, attempts_before: int) -> None:
@@ -516,30 +521,11 @@ class RolloutCollector:
             return None
 
     # ------------------------------------------------------------------------------ signals
-    def _install_signal_handlers(self) -> list[Callable[[], None]]:
-        if threading.current_thread() is not threading.main_thread():
-            return []
-        loop = asyncio.get_running_loop()
-        undo: list[Callable[[], None]] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(sig)
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue
-
-            def restore(sig: signal.Signals = sig, previous: Any = previous) -> None:
-                loop.remove_signal_handler(sig)
-                if previous is not None:
-                    signal.signal(sig, previous)
-
-            undo.append(restore)
-        return undo
-
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stop.is_set():
             logger.warning("received %s again: dropping in-flight rollouts now", sig.name)
             self._force.set()
+            self._wakeup.set()
             return
         logger.warning(
             "received %s: admitting no more rollouts, waiting up to %.0fs for in-flight ones "

@@ -154,7 +154,10 @@ def classify_exception(exc: BaseException, *, server: str | None = None) -> Roll
         return classify_status(exc.status, error, server=name)
     if isinstance(exc, (UpstreamTimeoutError, asyncio.TimeoutError, TimeoutError)):
         return RolloutFailure(text, failure_class=TIMEOUT, retryable=True, server=name)
-    if isinstance(exc, (UpstreamConnectError, UpstreamDisconnectedError, ServerNotFoundError)):
+    if isinstance(exc, ServerNotFoundError):
+        # The client already waited for the name to be registered; asking again at once won't help.
+        return RolloutFailure(text, failure_class=CONNECTION_ERROR, retryable=False, server=name)
+    if isinstance(exc, (UpstreamConnectError, UpstreamDisconnectedError)):
         return RolloutFailure(text, failure_class=CONNECTION_ERROR, retryable=True, server=name)
     if isinstance(exc, (ClientError, ConnectionError, OSError)):
         return RolloutFailure(text, failure_class=CONNECTION_ERROR, retryable=True, server=name)

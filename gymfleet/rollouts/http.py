@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from gymfleet import transport
+from gymfleet.client import ServerClient
 from gymfleet.errors import ClientError
 from gymfleet.rollouts.aggregate import Aggregate
 from gymfleet.rollouts.engine import Dispatch
@@ -61,6 +63,12 @@ def make_dispatch(client: PostClient, **post_kwargs: Any) -> Dispatch:
     ``post_kwargs`` go to every ``client.post`` (e.g. ``timeout=`` / ``retry=`` of ``ServerClient``):
     give ``/run`` a transport deadline no shorter than ``rollout_timeout_s``, which governs rollouts.
     """
+
+    if isinstance(client, ServerClient):
+        # The collector owns deadlines and retries of /run (rollout_timeout_s, max_attempts, Retry-After): the
+        # transport must neither cut a long rollout at its default 900 s nor multiply the attempts.
+        post_kwargs.setdefault("timeout", transport.Timeouts(connect=10.0, total=None))
+        post_kwargs.setdefault("retry", transport.NO_RETRY)
 
     async def dispatch(row: dict[str, Any]) -> dict[str, Any]:
         name = str(row["agent_ref"]["name"])

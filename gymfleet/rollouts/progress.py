@@ -92,9 +92,13 @@ class LogProgress(Progress):
 
 
 class RichProgress(Progress):
-    """A live progress bar on stderr with rate, ETA, in-flight count and failures by class."""
+    """A live progress bar with rate, ETA, in-flight count and failures by class.
 
-    def __init__(self) -> None:
+    Args:
+        console: A ``rich.console.Console``; by default one on stderr (stdout carries data).
+    """
+
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as RichBar
@@ -105,7 +109,7 @@ class RichProgress(Progress):
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[detail]}"),
-            console=Console(stderr=True),
+            console=console if console is not None else Console(stderr=True),
             auto_refresh=False,
         )
         self._task: Any = None

@@ -82,6 +82,8 @@ class JsonlAppender:
             repair_torn_tail(path)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
         self._fd: int | None = os.open(path, flags, 0o644)
+        # Only this appender writes the file, so its size is known without asking the OS per line.
+        self._size = os.fstat(self._fd).st_size
         self._fsync_interval_s = fsync_interval_ms / 1000.0
         self._last_sync = time.monotonic()
         self._dirty = False
@@ -97,7 +99,7 @@ class JsonlAppender:
         fd = self._fd
         if fd is None:
             raise RolloutError(f"{self.path} is closed; this is a bug in the collector, please report it")
-        start = os.fstat(fd).st_size
+        start = self._size
         view = memoryview(data)
         try:
             while view:
@@ -113,6 +115,7 @@ class JsonlAppender:
                 f"Could not write to {self.path}: {exc}. Free space or fix permissions, then resume "
                 "with +resume_from_cache=true; nothing written so far is lost."
             ) from exc
+        self._size = start + len(data)
         self.lines_written += 1
         self._dirty = True
         if self._fsync_interval_s == 0 or (

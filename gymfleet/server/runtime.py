@@ -34,6 +34,7 @@ from gymfleet.launcher.ports import bind_socket
 from gymfleet.errors import GymFleetError
 from gymfleet.logs import configure_logging
 from gymfleet.server.registrar import Registrar
+from gymfleet.server.workers import fork_workers
 
 if TYPE_CHECKING:
     from gymfleet.server.base import SimpleServer
@@ -64,6 +65,8 @@ def build_server(server_cls: type[SimpleServer]) -> tuple[SimpleServer, dict[str
     server_client = ServerClient(
         global_config,
         late_binding_timeout_s=float(client_settings.get("late_binding_timeout_s", 60.0)),
+        cache_ttl_s=float(client_settings.get("cache_ttl_s", 5.0)),
+        quarantine_s=float(client_settings.get("quarantine_s", 30.0)),
     )
     server = server_cls(
         config={**instance.block, "name": name},
@@ -109,13 +112,16 @@ def serve(server_cls: type[SimpleServer]) -> None:
     if config.get("dry_run"):
         logger.info("dry run: '%s' constructed, not serving", server.config.name)
         return
-    parent = os.environ.get(PARENT_PID_ENV)
-    if parent:
-        install_parent_watch(int(parent), on_orphan=lambda: os.kill(os.getpid(), signal.SIGTERM))
     instance = ctx["instance"]
     bind_host = str(server.config.host or "127.0.0.1")
     sock = _listening_socket(bind_host, server.config.port)
     port = sock.getsockname()[1]
+    worker = fork_workers(int(server.config.num_workers or 1) - 1)  # before any thread exists
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and worker == 0:
+        install_parent_watch(int(parent), on_orphan=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    if worker:
+        config = {**config, "register_with_head": False}  # the first process registers for all workers
     try:
         _run(_serve(server, sock, bind_host, port, instance, config))
     except GymFleetError as exc:

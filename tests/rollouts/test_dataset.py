@@ -60,7 +60,9 @@ def test_limit_and_shallow_overrides(tmp_path: Path) -> None:
     rows[0]["responses_create_params"]["temperature"] = 0.1
     rows[0]["responses_create_params"]["metadata"] = {"keep": "me"}
     path = write_jsonl(tmp_path / "input.jsonl", rows)
-    config = make_config(tmp_path, limit=2, responses_create_params={"temperature": 0.7, "max_output_tokens": 9})
+    config = make_config(
+        tmp_path, limit=2, responses_create_params={"temperature": 0.7, "max_output_tokens": 9}
+    )
     items = list(DatasetReader(path, config))
     assert [i.key for i in items] == [(0, 0), (1, 0)]
     assert items[0].row["responses_create_params"] == {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 import tracemalloc
 from pathlib import Path
@@ -34,7 +36,12 @@ async def test_every_rollout_succeeds_and_every_file_is_written(tmp_path: Path) 
     assert set(keys(read_jsonl(paths.materialized_inputs))) == expected
     assert summary.ok and summary.expected == 30 and summary.succeeded == 30 and summary.missing == 0
     assert summary.key_metrics == {
-        "agent": {"mean/reward": 1.0, "mean/expected": 4.5, "mean/input_tokens": 10.0, "mean/output_tokens": 4.0}
+        "agent": {
+            "mean/reward": 1.0,
+            "mean/expected": 4.5,
+            "mean/input_tokens": 10.0,
+            "mean/output_tokens": 4.0,
+        }
     }
     aggregate = orjson.loads(paths.aggregate_metrics.read_bytes())
     assert [entry["agent_ref"] for entry in aggregate] == [{"name": "agent"}]
@@ -57,7 +64,11 @@ async def _scheduled(row: dict[str, Any], attempt: int) -> dict[str, Any]:
     if kind == 4 and attempt < 2:
         raise RolloutFailure("slow down", failure_class="rate_limited", retryable=True, status=429)
     if kind == 5:
-        return {**verify_response(row, 0.0), "_ng_failure_class": "judge_failed", "_ng_failure_terminal": True}
+        return {
+            **verify_response(row, 0.0),
+            "_ng_failure_class": "judge_failed",
+            "_ng_failure_terminal": True,
+        }
     if kind == 6:
         raise RuntimeError("a bug in the dispatch path")
     return verify_response(row, reward=0.5)
@@ -96,7 +107,9 @@ async def test_each_rollout_ends_as_exactly_one_success_or_one_typed_failure(tmp
     assert all(r["_ng_failure_server"] == "agent" for r in failed if r["_ng_task_index"] % 8 == 1)
     assert {r["_ng_failure_status"] for r in failed if r["_ng_task_index"] % 8 == 2} == {422}
     # Retried rollouts that later succeeded are successes only, stamped with their attempt.
-    retried_ok = {r["_ng_task_index"] % 8: r.get("_ng_attempt_index") for r in ok if r["_ng_task_index"] % 8 in (0, 4)}
+    retried_ok = {
+        r["_ng_task_index"] % 8: r.get("_ng_attempt_index") for r in ok if r["_ng_task_index"] % 8 in (0, 4)
+    }
     assert retried_ok == {0: 1, 4: 2}
     assert all(r["reward"] == 0.5 for r in ok)
 
@@ -187,13 +200,17 @@ async def test_a_slow_consumer_pauses_admission(tmp_path: Path) -> None:
     # Every rollout that finished was written before it was handed over, and nothing else was.
     written = read_jsonl(OutputPaths.from_output(config.output_jsonl_fpath).output)
     assert 3 <= len(written) <= len(agent.calls)
-    assert collector.summary is not None and collector.summary.stopped_reason == "the consumer stopped iterating"
+    assert (
+        collector.summary is not None and collector.summary.stopped_reason == "the consumer stopped iterating"
+    )
 
 
 async def test_large_input_is_streamed_not_loaded(tmp_path: Path) -> None:
     filler = "x" * 200
     path = tmp_path / "input.jsonl"
-    path.write_text("".join(f'{{"responses_create_params": {{"input": "q{i} {filler}"}}}}\n' for i in range(100_000)))
+    path.write_text(
+        "".join(f'{{"responses_create_params": {{"input": "q{i} {filler}"}}}}\n' for i in range(100_000))
+    )
     file_size = path.stat().st_size
     assert file_size > 20_000_000
     config = make_config(tmp_path, num_samples_in_parallel=16)
@@ -302,3 +319,47 @@ async def test_a_collector_runs_once(tmp_path: Path) -> None:
     await collector.run(handle_signals=False)
     with pytest.raises(Exception, match="runs once"):
         await collector.run(handle_signals=False)
+
+
+async def test_rollouts_waiting_to_retry_stop_at_once_and_write_nothing(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "input.jsonl", make_rows(5))
+
+    async def refused(row: dict[str, Any], attempt: int) -> dict[str, Any]:
+        raise UpstreamConnectError("connection refused", server_name="agent")
+
+    agent = ScriptedAgent(refused)
+    config = make_config(tmp_path, retry_backoff_base_s=30, retry_backoff_max_s=30, stop_grace_s=30)
+    collector = RolloutCollector(config, agent)
+    task = asyncio.create_task(collector.run(handle_signals=False))
+    try:
+        for _ in range(500):
+            if len(agent.calls) == 5:
+                break
+            await asyncio.sleep(0.01)
+        collector.request_stop("test stop")
+        summary = await asyncio.wait_for(task, timeout=5)
+    finally:
+        task.cancel()
+    assert (summary.missing, summary.failed, summary.retried) == (5, 0, 5)
+    assert read_jsonl(OutputPaths.from_output(config.output_jsonl_fpath).failures) == []
+
+
+async def test_sigint_stops_gracefully_and_the_previous_handler_comes_back(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "input.jsonl", make_rows(200))
+    before = signal.getsignal(signal.SIGINT)
+    sent = False
+
+    async def interrupt_after_twenty(row: dict[str, Any], attempt: int) -> dict[str, Any]:
+        nonlocal sent
+        await asyncio.sleep(0.005)
+        if row["_ng_task_index"] >= 20 and not sent:
+            sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return verify_response(row)
+
+    config = make_config(tmp_path, num_samples_in_parallel=4, stop_grace_s=5)
+    summary = await RolloutCollector(config, ScriptedAgent(interrupt_after_twenty)).run()
+    assert summary.stopped_reason == "received SIGINT"
+    assert 20 <= summary.succeeded < 200 and summary.failed == 0
+    assert summary.succeeded + summary.missing == 200
+    assert signal.getsignal(signal.SIGINT) is before

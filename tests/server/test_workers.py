@@ -1,0 +1,42 @@
+"""num_workers: several processes accept on one instance's socket; one registration; they die together."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+
+from tests.fleet_helpers import AGENT, EXAMPLE_CONFIG, SCRIPTED_CONFIG, pid_alive, run_fleet_process, wait_until
+
+
+def worker_pids(primary: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == primary:
+                        kids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
+
+
+def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
+    args = ["-c", EXAMPLE_CONFIG, "-c", SCRIPTED_CONFIG, "++head_server.port=0",
+            f"++{AGENT}.responses_api_agents.simple_agent.num_workers=3"]
+    with run_fleet_process(tmp_path, args) as fleet:
+        agents = [i for i in fleet.instances() if i["process_name"] == AGENT]
+        assert len(agents) == 1  # one instance, one URL, whatever the worker count
+        primary = agents[0]["pid"]
+        workers = worker_pids(primary)
+        assert len(workers) == 2, workers
+        with httpx.Client(timeout=30) as client:
+            rewards = [client.post(fleet.url(AGENT) + "/run", json={"responses_create_params": {
+                "input": "weather in Rome?", "tools": [{"type": "function", "name": "get_weather", "parameters": {
+                    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}})
+                .json()["reward"] for _ in range(12)]
+        assert rewards == [1.0] * 12
+        os.kill(primary, signal.SIGKILL)  # workers must not outlive their primary
+        assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10)
