@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from gymfleet.cli.main import cmd_collect, cmd_config, cmd_run, cmd_status, dispatch
+from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.logs import configure_logging
 
 __all__ = ["ng_collect_rollouts", "ng_dump_config", "ng_run", "ng_status"]
@@ -36,6 +37,7 @@ def _entry(name: str, argv: Sequence[str] | None) -> list[str] | None:
         sys.stdout.write(_HELP[name] + "\n")
         return None
     configure_logging(verbose=any(t.lstrip("+") in ("verbose=true", "verbose=True") for t in tokens))
+    raise_open_file_limit()
     return tokens
 
 

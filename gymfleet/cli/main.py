@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gymfleet.errors import ConfigError, GymFleetError
+from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.logs import configure_logging
 
 __all__ = ["main"]
@@ -179,6 +180,7 @@ def dispatch(func: Any, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose, quiet=args.command == "quickstart" and not args.verbose)
+    raise_open_file_limit()
     return dispatch(args.func, args)
 
 

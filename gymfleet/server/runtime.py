@@ -32,6 +32,7 @@ from gymfleet.launcher.addresses import advertised_host
 from gymfleet.launcher.lifeline import install_parent_watch, kill_own_process_group
 from gymfleet.launcher.ports import bind_socket
 from gymfleet.errors import GymFleetError
+from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.logs import configure_logging
 from gymfleet.server.registrar import Registrar
 from gymfleet.server.workers import fork_workers
@@ -112,6 +113,7 @@ def serve(server_cls: type[SimpleServer]) -> None:
     if config.get("dry_run"):
         logger.info("dry run: '%s' constructed, not serving", server.config.name)
         return
+    raise_open_file_limit()
     instance = ctx["instance"]
     bind_host = str(server.config.host or "127.0.0.1")
     sock = _listening_socket(bind_host, server.config.port)
