@@ -9,8 +9,13 @@ A :class:`ServerClient` turns a server *name* into a live instance and sends the
    never appears is waited for up to ``late_binding_timeout_s`` and then raises :class:`ServerNotFoundError` with
    close names suggested.
 
-Several live instances of one name are balanced by fewest requests in flight; a request that carries a session
-cookie of that server goes back to the instance that created the session (the cookie names it).
+Several live instances of one name are balanced by fewest requests in flight (ties taken in turn); a request
+that carries a session cookie of that server goes back to the instance that created the session (the cookie
+names it).
+
+Dead instances are routed around: an instance that refused a connection is avoided for ``quarantine_s`` (the
+head may still list it until its lease runs out) while another one is available. The head being down or
+restarting does not stop traffic: names already resolved keep their last known instances until it answers.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from gymfleet import transport
+from gymfleet import security, transport
 from gymfleet.errors import (
     HeadUnreachableError,
     ServerNotFoundError,
@@ -102,7 +107,7 @@ def _head_url(head: Mapping[str, Any] | None) -> str | None:
     host, port = head.get("host"), head.get("port")
     if not host or not port:
         return None
-    scheme = "https" if head.get("tls") else "http"
+    scheme = "https" if head.get("tls") else security.fleet_scheme()
     return f"{scheme}://{_url_host(str(host))}:{int(port)}"
 
 
@@ -132,6 +137,8 @@ class ServerClient:
         head_server_config: ``{"host": ..., "port": ...}`` of the head; defaults to ``global_config["head_server"]``.
         timeouts / retry: defaults for every call (overridable per call).
         late_binding_timeout_s: how long to wait for an unknown name to be registered by another node.
+        cache_ttl_s: how long instances learned from the head are used before asking it again.
+        quarantine_s: how long an instance that refused a connection is avoided while others are available.
     """
 
     def __init__(
@@ -143,6 +150,7 @@ class ServerClient:
         retry: transport.RetryPolicy | None = None,
         late_binding_timeout_s: float = 60.0,
         cache_ttl_s: float = 5.0,
+        quarantine_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         config = _plain(global_config) if global_config is not None else {}
@@ -155,8 +163,11 @@ class ServerClient:
         self.late_binding_timeout_s = late_binding_timeout_s
         self.cache_ttl_s = cache_ttl_s
         self.headers = dict(headers or {})
+        self.quarantine_s = quarantine_s
         self._cache: dict[str, _Entry] = {}
         self._head_names: set[str] = set()
+        self._dead: dict[str, float] = {}  # url -> monotonic time until which it is avoided
+        self._head_down_logged: set[str] = set()
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -253,7 +264,7 @@ class ServerClient:
             if host and port:
                 if host in ("0.0.0.0", "::"):
                     host = "127.0.0.1"
-                eps = [Endpoint(f"http://{_url_host(str(host))}:{int(port)}", server_type)]
+                eps = [Endpoint(f"{security.fleet_scheme()}://{_url_host(str(host))}:{int(port)}", server_type)]
                 self._cache[server_name] = _Entry(eps, time.monotonic(), "local")
                 return eps
         return await self._resolve_from_head(server_name)
@@ -261,14 +272,31 @@ class ServerClient:
     async def _resolve_from_head(self, server_name: str) -> list[Endpoint]:
         deadline = time.monotonic() + self.late_binding_timeout_s
         delay = 0.1
+        head_error: HeadUnreachableError | None = None
         while True:
-            eps = await self._fetch_head(server_name)
+            try:
+                eps = await self._fetch_head(server_name)
+                head_error = None
+                self._head_down_logged.discard(server_name)
+            except HeadUnreachableError as exc:
+                stale = self._cache.get(server_name)
+                if stale is not None and stale.endpoints:
+                    # Soft state: the head restarts or is cut off; the instances we knew are the best guess.
+                    if server_name not in self._head_down_logged:
+                        self._head_down_logged.add(server_name)
+                        logger.warning("head %s unreachable (%s); routing '%s' to its last known instances",
+                                       self.head_url, exc, server_name)
+                    stale.fetched_at = time.monotonic()
+                    return stale.endpoints
+                head_error, eps = exc, []
             if eps:
                 return eps
             if self.head_url is None or time.monotonic() + delay > deadline:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+        if head_error is not None:
+            raise head_error
         known = sorted(self.known_names())
         close = difflib.get_close_matches(server_name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -302,18 +330,28 @@ class ServerClient:
             ) from exc
         data = resp.json()
         self._head_names = set(data.get("names", []))
-        old = {ep.instance_id: ep for ep in (self._cache.get(server_name) or _Entry([], 0, "head")).endpoints}
+        cached = self._cache.get(server_name)
+        old = {ep.instance_id: ep for ep in (cached.endpoints if cached else [])}
         eps = []
         for item in data.get("instances", []):
             if item.get("status") != "healthy":
                 continue
             ep = old.get(item["instance_id"]) or Endpoint(item["url"], item.get("server_type"), item["instance_id"])
             eps.append(ep)
-        self._cache[server_name] = _Entry(eps, time.monotonic(), "head")
+        if not eps and cached is not None and cached.endpoints and cached.source == "head":
+            # No healthy instance listed right now (a restarted head before re-registration, or missed
+            # heartbeats): keep the instances we knew rather than failing calls; one really gone is dropped.
+            cached.fetched_at = time.monotonic()
+            return cached.endpoints
+        cursor = cached.cursor if cached else 0
+        self._cache[server_name] = _Entry(eps, time.monotonic(), "head", cursor=cursor)
         return eps
 
     def _forget(self, server_name: str, endpoint: Endpoint) -> bool:
         """Drop a dead endpoint; True if re-resolving may help (a head can tell us about another instance)."""
+        now = time.monotonic()
+        self._dead = {url: until for url, until in self._dead.items() if until > now}  # stays small
+        self._dead[endpoint.url] = now + self.quarantine_s
         entry = self._cache.pop(server_name, None)
         if entry is not None and entry.source == "head":
             rest = [ep for ep in entry.endpoints if ep is not endpoint]
@@ -328,14 +366,23 @@ class ServerClient:
         eps = await self.endpoints(server_name)
         if len(eps) == 1:
             return eps[0]
+        now = time.monotonic()
+        live = [ep for ep in eps if self._dead.get(ep.url, 0.0) <= now] or eps  # all dead: try them anyway
         suffix = f"___{server_name}"
         for cookie_name, value in cookies.items():
             if cookie_name.endswith(suffix):
                 sticky = _instance_from_cookie(value)
-                for ep in eps:
+                for ep in live:
                     if ep.instance_id == sticky:
                         return ep
-        return min(eps, key=lambda ep: ep.in_flight)
+        fewest = min(ep.in_flight for ep in live)
+        candidates = [ep for ep in live if ep.in_flight == fewest]
+        entry = self._cache.get(server_name)
+        turn = 0
+        if entry is not None:  # take ties in turn, or sequential callers would all land on the first instance
+            entry.cursor += 1
+            turn = entry.cursor
+        return candidates[turn % len(candidates)]
 
 
 def _instance_from_cookie(value: str) -> str | None:
@@ -363,10 +410,13 @@ def _plain(config: Any) -> Any:
 def fetch_global_config(head_url: str, *, timeout_s: float = 10.0, token: str | None = None) -> dict[str, Any]:
     """GET ``/global_config_dict_yaml`` (sync). Accepts NeMo Gym's JSON-string body and raw YAML alike."""
     request = urllib.request.Request(f"{head_url}/global_config_dict_yaml")
+    token = token if token is not None else security.current_settings().token
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - URL built from config
+        with urllib.request.urlopen(  # noqa: S310 - URL built from config
+            request, timeout=timeout_s, context=security.client_ssl()
+        ) as resp:
             raw = resp.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise HeadUnreachableError(

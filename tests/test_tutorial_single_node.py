@@ -84,7 +84,7 @@ async def test_tutorial_ng_run_verbatim(tmp_path: Path):
             async with httpx.AsyncClient(timeout=30) as client:
                 result = (await client.post(agent["url"] + "/run", json=row)).json()
             assert result["reward"] == 1.0, result
-            sent = fake.requests[0]
+            sent = next(r for r in fake.requests if r.path.endswith("/responses"))
             assert sent.json["model"] == "meta-llama/Llama-3.1-8B-Instruct"
             assert sent.headers.get("Authorization") == "Bearer sk-tutorial-secret"
         finally:
