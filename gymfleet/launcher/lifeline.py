@@ -3,6 +3,8 @@
 The launcher starts every server in its own process group with ``PR_SET_PDEATHSIG=SIGTERM``, so the
 kernel sends SIGTERM when the launcher dies, even by SIGKILL. Two helpers complete that:
 
+* :func:`die_with_parent` asks the kernel for that death signal (the launcher's spawners call it in
+  the child before it runs anything);
 * :func:`install_parent_watch` notices a changed parent pid (belt and braces next to PDEATHSIG,
   which is Linux-only and is cleared by set-uid execs);
 * :func:`kill_own_process_group` lets a server take its helpers (sidecars, sandboxes) down with it,
@@ -14,15 +16,18 @@ group is really gone (zombies still answer ``kill(pid, 0)``).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 
 __all__ = [
     "PARENT_PID_ENV",
+    "die_with_parent",
     "group_has_live_members",
     "install_parent_watch",
     "kill_own_process_group",
@@ -34,6 +39,41 @@ logger = logging.getLogger("gymfleet.launcher")
 PARENT_PID_ENV = "GYMFLEET_PARENT_PID"  # set by the launcher in every child's environment
 _DEAD_STATES = frozenset("ZXx")  # zombie / dead in /proc/<pid>/stat
 _KILL_ROUNDS = 3  # re-scans when signalling members one by one, to catch children forked meanwhile
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+# Resolved once at import, in the parent: a child between fork and exec only calls it.
+_PRCTL = _load_prctl()
+
+
+def die_with_parent(expected_parent: int, sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Safe between fork and exec. The kernel ties the signal to the parent *thread* that forked us.
+
+    Args:
+        expected_parent: The parent's pid. If the parent already died (we were re-parented before the
+            call took effect), no signal will ever come, so the caller must exit: this returns False.
+        sig: The signal to receive.
+
+    Returns:
+        False when the parent is already gone.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    return os.getppid() == expected_parent
 
 
 def install_parent_watch(
@@ -103,7 +143,8 @@ def kill_own_process_group(sig: int = signal.SIGTERM) -> None:
     # Fast, atomic path: ignore the signal here for the instant of killpg, so the whole group,
     # including children forked a moment ago, gets it while we do not. Needs the main thread.
     if (
-        sig not in (signal.SIGKILL, signal.SIGSTOP)
+        pgid > 1  # as PID 1 (a container's init), killpg(1) would be kill(-1): every process we may signal
+        and sig not in (signal.SIGKILL, signal.SIGSTOP)
         and threading.current_thread() is threading.main_thread()
         and signal.getsignal(sig) is not None  # None: a handler set from C that we cannot restore
     ):
