@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from gymfleet.log_masking import attach_secret_masking
+
 __all__ = ["configure_logging"]
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -23,6 +25,7 @@ def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         handler._gymfleet = True  # type: ignore[attr-defined]
+        attach_secret_masking(handler)  # secrets applied before or after this call are masked on it
         root.addHandler(handler)
         root.propagate = False
         for name in ("uvicorn", "uvicorn.error"):

@@ -5,7 +5,8 @@ Everything gymfleet sends over HTTP (server to server, server to upstream model,
 
 * connect timeout (default 10 s) and total timeout (default 900 s) on every request;
 * connection errors (refused, reset, unreachable, connect timeout) and a peer that closed the connection are retried,
-  as are 429/502/503/504 answers, with capped exponential backoff and full jitter; ``Retry-After`` is honoured;
+  as are 429/502/503/504 answers, with capped exponential backoff and full jitter; ``Retry-After`` is honoured (never
+  sooner, plus jitter); a gymfleet server's typed error answer (``x-gymfleet-error``) is final and not retried;
 * after the last attempt the failure is raised as a typed :mod:`gymfleet.errors` exception naming the server, the URL
   and the cause.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json as _stdjson
 import logging
+import os
 import random
 import socket
 import time
@@ -25,6 +28,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gymfleet import metrics as _metrics
 from gymfleet.errors import (
     UpstreamConnectError,
     UpstreamDisconnectedError,
@@ -32,7 +36,17 @@ from gymfleet.errors import (
     UpstreamTimeoutError,
 )
 
-__all__ = ["Limits", "Response", "RetryPolicy", "Timeouts", "close_sessions", "get_session", "send"]
+__all__ = [
+    "FINAL_ERROR_HEADER",
+    "Limits",
+    "Response",
+    "RetryPolicy",
+    "Timeouts",
+    "close_sessions",
+    "configure_fleet_defaults",
+    "get_session",
+    "send",
+]
 
 logger = logging.getLogger("gymfleet.transport")
 
@@ -60,6 +74,14 @@ class RetryPolicy:
         cap = min(self.backoff_max_s, self.backoff_initial_s * (2 ** (attempt - 1)))
         return random.uniform(cap / 2, cap)
 
+    def wait_after(self, retry_after_s: float | None, attempt: int) -> float:
+        """Sleep before retry ``attempt`` when the server said ``Retry-After``: never sooner than asked (nor than the
+        backoff), spread over up to 25% more, so callers told the same value do not return in lockstep."""
+        backoff = self.backoff(attempt)
+        if not retry_after_s:
+            return backoff
+        return max(retry_after_s, backoff) * random.uniform(1.0, 1.25)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -71,6 +93,9 @@ class Limits:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+# Set by gymfleet servers on their typed error answers. Such an answer is final: the server has already retried its
+# own upstream within bounds, so retrying it here would multiply the attempts hop by hop (agent x model x upstream).
+FINAL_ERROR_HEADER = "x-gymfleet-error"
 DEFAULT_TIMEOUTS = Timeouts()
 DEFAULT_RETRY = RetryPolicy()
 DEFAULT_LIMITS = Limits()
@@ -136,15 +161,52 @@ def _short(body: Any, limit: int = 500) -> str:
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
 
+def _env_seconds(name: str, default: int) -> int:
+    try:
+        return max(1, int(float(os.environ.get(name, default))))
+    except ValueError:
+        logger.warning("ignoring %s=%r: not a number of seconds", name, os.environ.get(name))
+        return default
+
+
+# Dead-peer detection on every socket (env overrides, read once per process). Keepalive probes find a silently
+# dropped idle connection (NAT/LB idle drops); TCP_USER_TIMEOUT bounds how long sent bytes may stay unacknowledged
+# (a path that went dark mid-request, or a pooled connection reused after the peer vanished): without it Linux
+# retransmits for ~15 minutes before giving up, and the request hangs until its total deadline.
+TCP_KEEPIDLE_S = _env_seconds("GYMFLEET_TCP_KEEPIDLE_S", 60)
+TCP_KEEPINTVL_S = _env_seconds("GYMFLEET_TCP_KEEPINTVL_S", 10)
+TCP_KEEPCNT = _env_seconds("GYMFLEET_TCP_KEEPCNT", 3)
+TCP_USER_TIMEOUT_S = _env_seconds("GYMFLEET_TCP_USER_TIMEOUT_S", 30)
+
+
 def _keepalive_socket(addr_info: Any) -> socket.socket:
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
     # Detect silently dropped connections (NAT/LB idle drops) instead of hanging until the deadline.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+    for name, value in (("TCP_KEEPIDLE", TCP_KEEPIDLE_S), ("TCP_KEEPINTVL", TCP_KEEPINTVL_S),
+                        ("TCP_KEEPCNT", TCP_KEEPCNT), ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_S * 1000)):
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock
+
+
+async def _on_queued_start(_: Any, ctx: Any, __: Any) -> None:
+    ctx.queued_at = time.perf_counter()
+
+
+async def _on_queued_end(_: Any, ctx: Any, __: Any) -> None:
+    started = getattr(ctx, "queued_at", None)
+    if started is not None:
+        target = (ctx.trace_request_ctx or {}).get("target") if isinstance(ctx.trace_request_ctx, dict) else None
+        _metrics.observe_pool_wait(target, time.perf_counter() - started)
+
+
+def _pool_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_queued_start.append(_on_queued_start)
+    trace.on_connection_queued_end.append(_on_queued_end)
+    return trace
 
 
 def get_session(limits: Limits = DEFAULT_LIMITS) -> aiohttp.ClientSession:
@@ -164,6 +226,7 @@ def get_session(limits: Limits = DEFAULT_LIMITS) -> aiohttp.ClientSession:
             cookie_jar=aiohttp.DummyCookieJar(),  # cookies travel per call; a shared jar would mix rollouts
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             auto_decompress=True,
+            trace_configs=[_pool_trace()],  # gymfleet_upstream_pool_wait_seconds: pool waits are not backend latency
         )
         _sessions[loop] = session
     return session
@@ -181,7 +244,12 @@ async def close_sessions() -> None:
 def _encode(json: Any) -> bytes:
     if hasattr(json, "model_dump"):
         json = json.model_dump(mode="json", exclude_unset=True)
-    return orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY) if json is not None else b""
+    if json is None:
+        return b""
+    try:
+        return orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # e.g. an integer past 64 bits passed along from a request: the stdlib writes it
+        return _stdjson.dumps(json, default=str).encode()
 
 
 def _retry_after(headers: Mapping[str, str], policy: RetryPolicy) -> float | None:
@@ -196,6 +264,22 @@ def _retry_after(headers: Mapping[str, str], policy: RetryPolicy) -> float | Non
             return None
         seconds = parsed.timestamp() - time.time()
     return max(0.0, min(seconds, policy.retry_after_max_s))
+
+
+@dataclass
+class _FleetDefaults:
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl: Any = None
+
+
+_fleet = _FleetDefaults()
+
+
+def configure_fleet_defaults(*, headers: Mapping[str, str] | None = None, ssl: Any = None) -> None:
+    """Process-wide defaults (see :mod:`gymfleet.security`): ``headers`` go on every fleet hop (a call that names a
+    ``server_name``; explicit headers win); ``ssl`` is the context used for every call that passes none."""
+    _fleet.headers = dict(headers or {})
+    _fleet.ssl = ssl
 
 
 async def send(
@@ -213,12 +297,42 @@ async def send(
 ) -> Response:
     """Send one request with deadlines and bounded retries; return the fully read response.
 
+    ``server_name`` marks a call to a fleet server: it is labelled with that name in errors and metrics and carries
+    the fleet token (when one is configured). Calls without it (outside upstreams) never carry the token.
+
     Raises:
         UpstreamConnectError: the connection could not be opened on any attempt.
         UpstreamDisconnectedError: the peer closed the connection on every attempt.
         UpstreamTimeoutError: the connect or total deadline passed.
     Error statuses are returned (after retrying 429/502/503/504); call ``raise_for_status()`` to raise.
     """
+    if server_name is not None and _fleet.headers:
+        headers = {**_fleet.headers, **(headers or {})}
+    started = time.perf_counter()
+    status: int | None = None
+    try:
+        response = await _send(method, url, json=json, data=data, headers=headers, cookies=cookies,
+                               timeout=timeout, retry=retry, server_name=server_name,
+                               ssl=ssl if ssl is not None else _fleet.ssl)
+        status = response.status
+        return response
+    finally:
+        _metrics.observe_upstream(server_name, time.perf_counter() - started, status)
+
+
+async def _send(
+    method: str,
+    url: str,
+    *,
+    json: Any,
+    data: bytes | None,
+    headers: Mapping[str, str] | None,
+    cookies: Mapping[str, str] | None,
+    timeout: Timeouts | float | None,
+    retry: RetryPolicy | None,
+    server_name: str | None,
+    ssl: Any,
+) -> Response:
     if isinstance(timeout, (int, float)):
         timeout = Timeouts(total=float(timeout))
     timeouts = timeout or DEFAULT_TIMEOUTS
@@ -245,6 +359,7 @@ async def send(
                 cookies=cookies,
                 timeout=client_timeout,
                 ssl=ssl,
+                trace_request_ctx={"target": server_name},
             ) as resp:
                 content = await resp.read()
                 response = Response(
@@ -255,9 +370,13 @@ async def send(
                     url,
                     server_name,
                 )
-            if response.status not in policy.retry_statuses or attempt >= policy.max_attempts:
+            if (
+                response.status not in policy.retry_statuses
+                or attempt >= policy.max_attempts
+                or FINAL_ERROR_HEADER in response.headers  # a gymfleet peer already retried its own upstream
+            ):
                 return response
-            delay = _retry_after(response.headers, policy) or policy.backoff(attempt)
+            delay = policy.wait_after(_retry_after(response.headers, policy), attempt)
             logger.warning(
                 "%s answered HTTP %s for %s %s; retry %d/%d in %.2fs",
                 who, response.status, method, url, attempt, policy.max_attempts - 1, delay,
@@ -299,4 +418,5 @@ async def send(
                 ) from exc
             delay = policy.backoff(attempt)
             logger.warning("network error with %s at %s (%s); retry %d in %.2fs", who, url, exc, attempt, delay)
+        _metrics.count_retry(server_name)
         await asyncio.sleep(delay)

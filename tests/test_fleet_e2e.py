@@ -271,3 +271,14 @@ def test_explicit_port_in_use_names_the_holder(tmp_path):
             assert str(port) in log and str(os.getpid()) in log
     finally:
         holder.close()
+
+
+def test_exec_spawn_method_serves_and_leaves_nothing_behind(tmp_path):
+    """The fallback without the zygote (fresh `python app.py` per server) behaves the same."""
+    with run_fleet_process(tmp_path, BASE_ARGS, env={"GYMFLEET_SPAWN_METHOD": "exec"}) as running:
+        resp = httpx.post(running.url(AGENT) + "/run", json=first_row(), timeout=30)
+        assert resp.status_code == 200 and resp.json()["reward"] == 1.0
+        pids = running.server_pids()
+        running.proc.send_signal(signal.SIGKILL)
+        running.proc.wait(5)
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), 10)

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gymfleet.client import ServerClient
+from gymfleet.metrics import instrument_dispatch
+from gymfleet.metrics_server import serve_metrics
 from gymfleet.rollouts import CollectionConfig, CollectionSummary, RolloutCollector, make_aggregate, make_dispatch
 
 __all__ = ["collect_with_client", "print_summary"]
@@ -17,8 +19,13 @@ __all__ = ["collect_with_client", "print_summary"]
 async def collect_with_client(client: ServerClient, settings: Mapping[str, Any]) -> CollectionSummary:
     """Run one collection through ``client`` with NeMo Gym's keys (agent_name, input_jsonl_fpath, ...)."""
     config = CollectionConfig.from_mapping(settings)
-    collector = RolloutCollector(config, make_dispatch(client), aggregate=make_aggregate(client))
-    return await collector.run()
+    dispatch = instrument_dispatch(make_dispatch(client))  # rollouts started/finished/failed in gymfleet.metrics
+    collector = RolloutCollector(config, dispatch, aggregate=make_aggregate(client))
+    port = settings.get("metrics_port")
+    if port is None:
+        return await collector.run()
+    async with serve_metrics(str(settings.get("metrics_host") or "127.0.0.1"), int(port)):
+        return await collector.run()
 
 
 def print_summary(summary: CollectionSummary, console: Console | None = None) -> None:

@@ -41,11 +41,22 @@ def _head_overrides(head: str | None) -> list[str]:
     return [f"++head_server.host={host}", f"++head_server.port={port}"]
 
 
+def _apply_security(config: Any) -> None:
+    """Fleet token on every fleet call (env GYMFLEET_TOKEN or config fleet_token), TLS, secrets masked in logs."""
+    from gymfleet.security import apply_process_settings, settings_from_config
+
+    apply_process_settings(settings_from_config(config))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gymfleet.config import load_config
     from gymfleet.launcher import LaunchOptions, run_fleet
 
+    from gymfleet.security import prepare_launcher_config, scrub_own_environ
+
     cfg = load_config(_config_overrides(args.config, args.overrides))
+    prepare_launcher_config(cfg)  # $GYMFLEET_TOKEN / session secret -> the config (children get a 0600 file)
+    scrub_own_environ()  # ... and out of this process's /proc/<pid>/environ, before any zygote forks from it
     mode = args.mode or cfg.get("launch_mode") or "auto"
     options = LaunchOptions(mode=mode, log_dir=args.log_dir, quiet=args.quiet,
                             startup_timeout_s=float(cfg.get("startup_timeout_s", args.startup_timeout)),
@@ -57,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
+    from gymfleet import transport
     from gymfleet.cli.collect import collect_with_client, print_summary
     from gymfleet.client import ServerClient
     from gymfleet.config import load_config
@@ -64,7 +76,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     flags = []
     for key, value in (("agent_name", args.agent), ("input_jsonl_fpath", args.input),
                        ("output_jsonl_fpath", args.output), ("limit", args.limit),
-                       ("num_repeats", args.num_repeats), ("num_samples_in_parallel", args.concurrency)):
+                       ("num_repeats", args.num_repeats), ("num_samples_in_parallel", args.concurrency),
+                       ("metrics_port", getattr(args, "metrics_port", None))):
         if value is not None:
             flags.append(f"++{key}={value}")
     if args.resume:
@@ -73,19 +86,39 @@ def cmd_collect(args: argparse.Namespace) -> int:
         flags.append("++quiet=true")
     cfg = load_config(_config_overrides(args.config, [*args.overrides, *flags, *_head_overrides(args.head)]))
     settings: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    _apply_security(settings)
     client = ServerClient.load_from_global_config(settings.get("head_server"))
-    summary = asyncio.run(collect_with_client(client, settings))
+    async def collect() -> Any:
+        try:
+            return await collect_with_client(client, settings)
+        finally:
+            await transport.close_sessions()
+
+    summary = asyncio.run(collect())
     print_summary(summary)
     return EXIT_OK if summary.ok else EXIT_FAILURE
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from gymfleet import transport
     from gymfleet.client import _head_url
     from gymfleet.config import load_config
     from gymfleet.status import fetch_status, format_status
 
-    cfg = load_config([*args.overrides, *_head_overrides(args.head)], load_env_yaml=False)
-    instances = asyncio.run(fetch_status(_head_url(cfg["head_server"]) or "http://127.0.0.1:11000"))
+    overrides = [*args.overrides, *_head_overrides(args.head)]
+    try:
+        cfg = load_config(overrides)  # env.yaml may hold the fleet token
+    except ConfigError:
+        cfg = load_config(overrides, load_env_yaml=False)
+    _apply_security(cfg)
+
+    async def status() -> Any:
+        try:
+            return await fetch_status(_head_url(cfg["head_server"]) or "http://127.0.0.1:11000")
+        finally:
+            await transport.close_sessions()
+
+    instances = asyncio.run(status())
     if args.json:
         sys.stdout.write(orjson.dumps(instances, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -104,7 +137,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from gymfleet.cli.quickstart import run_quickstart
 
-    summary = asyncio.run(run_quickstart(num_repeats=args.repeats, output=args.output, console=Console()))
+    summary = asyncio.run(run_quickstart(num_repeats=args.repeats, output=args.output, model=args.model,
+                                         console=Console()))
     return EXIT_OK if summary.ok else EXIT_FAILURE
 
 
@@ -143,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--resume", action="store_true", help="resume the run at --output")
     collect.add_argument("--head", help="HOST:PORT of the head (default from config, 127.0.0.1:11000)")
     collect.add_argument("--quiet", action="store_true", help="log progress lines instead of a live bar")
+    collect.add_argument("--metrics-port", type=int,
+                         help="serve Prometheus /metrics of this collection on this port (metrics_host, 127.0.0.1)")
     collect.set_defaults(func=cmd_collect)
 
     status = sub.add_parser("status", help="table of registered servers and their health")
@@ -157,9 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
 
     quick = sub.add_parser("quickstart", help="start the example fleet, collect rollouts, print rewards, stop")
-    quick.add_argument("--repeats", type=int, default=4, help="rollouts per example row")
+    quick.add_argument("--model", choices=["local", "scripted"], default="local",
+                       help="local: SmolLM2-135M on the CPU (needs gymfleet[local-model]); scripted: a stand-in")
+    quick.add_argument("--repeats", type=int, default=None, help="rollouts per example row")
     quick.add_argument("--output", default=".gymfleet/quickstart/rollouts.jsonl")
     quick.set_defaults(func=cmd_quickstart)
+
+    from gymfleet.deploy.cli import add_deploy_parser
+
+    add_deploy_parser(sub)
     return parser
 
 

@@ -34,6 +34,7 @@ from ._instances import check_refs, iter_instances, locate_instance, validate_in
 from ._models import DEFAULT_HEAD_HOST, HeadServerConfig
 from ._overrides import parse_overrides
 from ._roots import resolve_file, search_roots
+from ._secrets import ENV_SECRETS_KEY, env_yaml_secret_values
 from ._tree import MISSING, deep_merge, delete_path, format_path, iter_leaves, split_key
 from ._yaml import load_yaml_file
 
@@ -88,6 +89,7 @@ def load_config(
         if not delete_path(merged, key):
             _missing_deletion(key, merged)
     _raise_on_missing(merged)
+    _record_env_secrets(merged, env)
     apply_defaults(merged)
     cfg = to_dictconfig(merged)
     _raise_on_bad_interpolations(cfg, merged)
@@ -279,6 +281,17 @@ def _explain(exc: OmegaConfBaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------- defaults
+def _record_env_secrets(merged: dict[str, Any], env: Mapping[str, Any]) -> None:
+    """Keep env.yaml's secret-looking values under ``env_secret_values`` so every process masks them."""
+    values = env_yaml_secret_values(env)
+    if not values:
+        return
+    existing = merged.get(ENV_SECRETS_KEY)
+    if isinstance(existing, list):
+        values = sorted(set(values) | {v for v in existing if isinstance(v, str)})
+    merged[ENV_SECRETS_KEY] = values
+
+
 def apply_defaults(merged: dict[str, Any]) -> None:
     """Write the defaults a config may lack: head_server (or its missing fields), dry_run, and
     ``default_host`` (127.0.0.1) as the host of every server block without one. Never a port."""

@@ -9,6 +9,7 @@ non-empty string values are replaced: a boolean such as ``token_id_capture`` rev
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 REDACTED = "****"
+# Top-level key under which the config loader records env.yaml values (a secret-looking key, so it is redacted
+# wherever the config is shown, and its values are masked wherever they appear).
+ENV_SECRETS_KEY = "env_secret_values"
+# Query values of env.yaml URLs shorter than this are not treated as secrets.
+_MIN_ENV_SECRET_LEN = 8
 
 # Word sequences that mark a key as secret; a word ending in "*" matches by prefix.
 _SECRET_WORDS: tuple[tuple[str, ...], ...] = (
@@ -131,3 +137,53 @@ def to_yaml(cfg: Any, *, resolve: bool = False, redact: bool = False) -> str:
             resolved = data
         data = redact_secrets(data, extra_secret_values=secret_values(resolved))
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def env_yaml_secret_values(env: Mapping[str, Any]) -> list[str]:
+    """The env.yaml values to mask wherever they show up (NeMo Gym's env.yaml is where keys live).
+
+    Recorded: every string under a secret-looking key (at any depth), and any other value shaped like a credential:
+    a known key prefix (``sk-``, ``hf_``, ``nvapi-``, ...), or a 16+ character token of letters and digits with no
+    whitespace or ``/`` (model names, paths and plain URLs stay readable), and the password and query values of a
+    URL. ``config_paths``, ``head_server`` and interpolations (``${...}``) are never recorded.
+    """
+    found: set[str] = set()
+
+    def walk(node: Any, under_secret: bool) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, under_secret or is_secret_key(str(key)))
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value, under_secret)
+        elif isinstance(node, str):
+            found.update(_credential_parts(node, under_secret))
+
+    for key, value in env.items():
+        if key not in ("config_paths", "head_server"):
+            walk(value, is_secret_key(str(key)))
+    return sorted(v for v in found if len(v) >= _MIN_SECRET_VALUE_LEN and v != REDACTED)
+
+
+_KEY_PREFIXES = ("sk-", "sk_", "hf_", "nvapi-", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "AKIA", "AIza",
+                 "glpat-", "Bearer ")
+_TOKEN_SHAPE = re.compile(r"^(?=.*[A-Za-z])(?=.*[0-9])[A-Za-z0-9_\-.+=:~]{16,}$")
+
+
+def _credential_parts(value: str, under_secret: bool) -> list[str]:
+    text = value.strip()
+    if not text or "${" in text:
+        return []
+    if under_secret:
+        return [text]
+    if "://" in text:
+        try:
+            parts = urllib.parse.urlsplit(text)
+        except ValueError:
+            return []
+        hidden = [parts.password or ""]
+        hidden += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= _MIN_ENV_SECRET_LEN]
+        return [h for h in hidden if h]
+    if text.startswith(_KEY_PREFIXES) and len(text) >= _MIN_ENV_SECRET_LEN:
+        return [text]
+    return [text] if _TOKEN_SHAPE.match(text) else []

@@ -2,11 +2,14 @@
 
 Routes (NeMo Gym compatible first, gymfleet's registry API second):
 
-* ``GET /`` -> ``{"status": "ok"}``
+* ``GET /`` -> ``{"status": "ok"}`` (a browser, ``Accept: text/html``, gets the dashboard page instead)
 * ``GET /global_config_dict_yaml`` -> a JSON *string* holding YAML (exactly NeMo Gym's body, so its clients work
-  unchanged): the static fleet config plus the blocks of every registered server, secrets redacted.
+  unchanged): the static fleet config plus the blocks of every registered server, secrets redacted (in full for a
+  request carrying the fleet token).
 * ``GET /server_instances`` -> JSON list of live instances with NeMo Gym's 13 fields (+ gymfleet extras).
 * ``POST /registry/register|heartbeat|deregister``, ``GET /registry/instances?name=...``: the live registry.
+* ``GET /metrics``, ``GET /dashboard``, ``GET /dashboard/data``: see :mod:`gymfleet.metrics` and
+  :mod:`gymfleet.head.dashboard`. With a fleet token every route but ``GET /`` requires it (:mod:`gymfleet.auth`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from gymfleet.config import SERVER_TYPES, redact_secrets, to_yaml
+from gymfleet.auth import is_authenticated
+from gymfleet.config import SERVER_TYPES, to_yaml
+from gymfleet.head.dashboard import dashboard_response, install_dashboard, wants_html
 from gymfleet.head.registry import InstanceInfo, RegisteredInstance, Registry
+from gymfleet.metrics import track_head
+from gymfleet.server.stack import install_fleet_stack
 
 __all__ = ["Head", "build_head_app"]
 
@@ -79,7 +86,7 @@ class Head:
     def config_view_yaml(self) -> str:
         version = self.registry.version
         if self._view_cache is None or self._view_cache[0] != version:
-            self._view_cache = (version, to_yaml(redact_secrets(self.config_view())))
+            self._view_cache = (version, to_yaml(self.config_view(), redact=True))  # also masks secrets in URLs
         return self._view_cache[1]
 
     def set_static_config(self, config: Mapping[str, Any]) -> None:
@@ -143,11 +150,15 @@ def build_head_app(head: Head) -> FastAPI:
     app.state.head = head
 
     @app.get("/")
-    async def root() -> Response:
+    async def root(request: Request) -> Response:
+        if wants_html(request):  # a browser: the dashboard page (it holds no data)
+            return dashboard_response()
         return _json({"status": "ok"})
 
     @app.get("/global_config_dict_yaml")
-    async def global_config_dict_yaml() -> Response:
+    async def global_config_dict_yaml(request: Request) -> Response:
+        if is_authenticated(request.scope):  # a client holding the fleet token is trusted with the secrets
+            return JSONResponse(to_yaml(head.config_view()))
         return JSONResponse(head.config_view_yaml())
 
     @app.get("/server_instances")
@@ -195,6 +206,9 @@ def build_head_app(head: Head) -> FastAPI:
             }
         )
 
+    install_dashboard(app, head)
+    install_fleet_stack(app, server_name="head_server", config=head.static_config)  # metrics, token, limits
+    track_head(head)
     return app
 
 

@@ -11,33 +11,37 @@ Here every child is a process-group leader (``start_new_session``); stopping sig
 (servers take their own helpers down with :func:`gymfleet.launcher.lifeline.kill_own_process_group`).
 Note that the kernel ties the death signal to the *thread* that started the child: run the event
 loop in a thread that lives as long as the launcher (``asyncio.run`` in the main thread does).
+
+Two ways to start a child (``spawn``): ``"exec"`` (``subprocess.Popen``: a fresh interpreter) or a
+:class:`~gymfleet.launcher.zygote.Zygote`, which forks an already-imported Python (see that module;
+the child's parent is then the zygote, which dies with the launcher). ``"auto"`` (the default) uses
+this process's default zygote when one was started and it can run the command, else exec. Either
+way the child leads its own process group, so stopping, reaping, restarts and exit reports are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
-import functools
 import inspect
 import logging
 import os
 import random
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 from gymfleet.errors import ConfigError, LauncherError, RestartBudgetExceededError, ServerStartupError
+from gymfleet.launcher._exec_spawn import spawn_exec
 from gymfleet.launcher.lifeline import PARENT_PID_ENV, group_has_live_members
 from gymfleet.launcher.logs import ProcessLog
+from gymfleet.launcher.zygote import Zygote, default_zygote
 
 __all__ = ["ManagedProcess", "ProcessState", "RestartPolicy", "describe_returncode"]
 
@@ -123,6 +127,9 @@ class ManagedProcess:
             for by :meth:`stop` counts, code 0 included: a server is not supposed to exit.
         on_exit: Called (and awaited, up to 30 s) after every exit with the return code. By then
             :attr:`state` already says what happens next: ``restarting``, ``failed`` or ``stopped``.
+        spawn: ``"exec"``, a :class:`~gymfleet.launcher.zygote.Zygote`, or ``"auto"``: the default
+            zygote when one runs (:func:`~gymfleet.launcher.zygote.start_default`). A zygote that cannot
+            run the command (not this Python, interpreter options) or is gone falls back to exec.
     """
 
     def __init__(
@@ -136,6 +143,7 @@ class ManagedProcess:
         log: ProcessLog | None = None,
         restart: RestartPolicy | None = None,
         on_exit: OnExit | None = None,
+        spawn: Zygote | Literal["exec", "auto"] = "auto",
     ) -> None:
         if not argv:
             raise ConfigError(f"Server {name!r} has an empty command; give the program to run.")
@@ -148,13 +156,13 @@ class ManagedProcess:
         self._owns_log = log is None
         self.restart_policy = restart
         self._on_exit = on_exit
+        self.spawn = spawn
         self.error: LauncherError | None = None  # why the process ended up failed, when it did
 
         self._pid: int | None = None
         self._returncode: int | None = None
         self._restarts = 0
         self._state = ProcessState.NEW
-        self._popen: subprocess.Popen[bytes] | None = None
         self._exit: asyncio.Future[int] | None = None
         self._pipe: asyncio.ReadTransport | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -189,7 +197,7 @@ class ManagedProcess:
     @property
     def is_running(self) -> bool:
         """True while a child process is alive."""
-        return self._popen is not None and self._popen.returncode is None
+        return self._exit is not None and not self._exit.done()
 
     def exit_report(self, n: int = _LAST_LINES) -> str:
         """A description of the last exit with the last ``n`` output lines, for error messages."""
@@ -276,61 +284,71 @@ class ManagedProcess:
 
     # ------------------------------------------------------------------------------ internals
     async def _spawn(self) -> None:
-        loop = asyncio.get_running_loop()
-        setup = functools.partial(_child_setup, os.getpid())
         env = dict(os.environ if self.env is None else self.env)
+        zygote = self._zygote(env)
+        if zygote is not None:
+            env[PARENT_PID_ENV] = str(zygote.pid)  # the parent watch follows the real parent
+            try:
+                child = await zygote.spawn(
+                    self.name, self.argv, cwd=self.cwd, env=env, pass_fds=self.pass_fds
+                )
+            except OSError as exc:
+                raise self._startup_error(exc) from exc
+            except LauncherError as exc:  # the zygote is gone or refused: a fresh interpreter still works
+                logger.warning("%s: starting %s with exec instead", exc, self.name)
+            else:
+                await self._attach(child.pid, child.exit, child.output, "zygote")
+                return
         env[PARENT_PID_ENV] = str(os.getpid())
         try:
-            popen = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=self.pass_fds,
-                start_new_session=True,
-                preexec_fn=setup,
-            )
+            child = spawn_exec(self.argv, cwd=self.cwd, env=env, pass_fds=self.pass_fds)
         except (OSError, subprocess.SubprocessError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ServerStartupError(
-                f"Could not start server {self.name!r}: {reason} (command {self.argv[0]!r}, "
-                f"working directory {self.cwd or os.getcwd()!r}). Check that the program exists and is "
-                "executable and that the working directory exists.",
-                server_name=self.name,
-            ) from exc
-        self._popen = popen
-        self._pid = popen.pid
-        exit_future: asyncio.Future[int] = loop.create_future()
+            raise self._startup_error(exc) from exc
+        await self._attach(child.pid, child.exit, child.output, "exec")
+
+    def _zygote(self, env: Mapping[str, str]) -> Zygote | None:
+        if self.spawn == "exec":
+            return None
+        zygote = default_zygote() if self.spawn == "auto" else self.spawn
+        if zygote is None or not zygote.alive or not zygote.can_run(self.argv, env):
+            return None
+        return zygote
+
+    def _startup_error(self, exc: BaseException) -> ServerStartupError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ServerStartupError(
+            f"Could not start server {self.name!r}: {reason} (command {self.argv[0]!r}, "
+            f"working directory {self.cwd or os.getcwd()!r}). Check that the program exists and is "
+            "executable and that the working directory exists.",
+            server_name=self.name,
+        )
+
+    async def _attach(self, pid: int, exit_future: asyncio.Future[int], output: BinaryIO, how: str) -> None:
+        """Start reading a new child's output; it is supervised from here on."""
+        loop = asyncio.get_running_loop()
+        self._pid = pid
         self._exit = exit_future
-        threading.Thread(
-            target=_reap, args=(popen, loop, exit_future), name=f"gymfleet-reap-{popen.pid}", daemon=True
-        ).start()
         reader = asyncio.StreamReader()
-        assert popen.stdout is not None  # stdout=PIPE
         try:
-            transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), popen.stdout
-            )
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), output)
         except OSError as exc:  # no unsupervised child may outlive this error
-            _signal_group(popen.pid, signal.SIGKILL)
-            popen.stdout.close()
+            _signal_group(pid, signal.SIGKILL)
+            output.close()
             raise ServerStartupError(
-                f"Could not read the output of server {self.name!r} (pid {popen.pid}): {exc}; it was killed.",
+                f"Could not read the output of server {self.name!r} (pid {pid}): {exc}; it was killed.",
                 server_name=self.name,
             ) from exc
         self._pipe = transport
         self._reader = asyncio.create_task(self.log.consume(reader), name=f"gymfleet-output-{self.name}")
-        self.log.note(f"started pid {popen.pid}: {' '.join(self.argv)}")
-        logger.info("started %s (pid %d)", self.name, popen.pid)
+        self.log.note(f"started pid {pid} ({how}): {' '.join(self.argv)}")
+        logger.info("started %s (pid %d, %s)", self.name, pid, how)
 
     async def _supervise(self) -> None:
         try:
             while True:
-                assert self._exit is not None and self._popen is not None
+                assert self._exit is not None and self._pid is not None
                 returncode = await self._exit
-                await self._finish_incarnation(self._popen.pid)
+                await self._finish_incarnation(self._pid)
                 self._returncode = returncode
                 self.log.note(f"pid {self._pid} exited with {describe_returncode(returncode)}")
                 delay = self._decide(returncode)
@@ -440,15 +458,15 @@ class ManagedProcess:
             )
 
     async def _stop(self, grace_s: float) -> int | None:
-        popen, exit_future = self._popen, self._exit
-        if popen is not None and exit_future is not None and not exit_future.done():
-            logger.info("stopping %s (pid %d)", self.name, popen.pid)
-            _signal_group(popen.pid, signal.SIGTERM)
+        pid, exit_future = self._pid, self._exit
+        if pid is not None and exit_future is not None and not exit_future.done():
+            logger.info("stopping %s (pid %d)", self.name, pid)
+            _signal_group(pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(exit_future), timeout=grace_s)
             except asyncio.TimeoutError:
                 logger.warning("%s did not exit within %.1f s of SIGTERM; killing it", self.name, grace_s)
-                _signal_group(popen.pid, signal.SIGKILL)
+                _signal_group(pid, signal.SIGKILL)
         assert self._supervisor is not None
         bound = grace_s + 2 * _KILL_WAIT_S + _READER_WAIT_S + _CALLBACK_TIMEOUT_S
         done, _ = await asyncio.wait({self._supervisor}, timeout=bound)
@@ -508,43 +526,3 @@ async def _wait_group_gone(pgid: int, deadline: float) -> bool:
         await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         interval = min(interval * 2, _POLL_MAX_S)  # each check may scan /proc: back off
     return True
-
-
-def _reap(
-    popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop, future: asyncio.Future[int]
-) -> None:
-    """Thread body: wait for the child (reaping it, so no zombie) and report to the loop."""
-    returncode = popen.wait()
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-        loop.call_soon_threadsafe(_resolve, future, returncode)
-
-
-def _resolve(future: asyncio.Future[int], returncode: int) -> None:
-    if not future.done():
-        future.set_result(returncode)
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-# Resolved once here, in the parent: the child, between fork and exec, only calls it.
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup(launcher_pid: int) -> None:
-    """Runs in the child between fork and exec: ask for SIGTERM when the launcher dies."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    # The launcher may have died before prctl took effect; then no death signal will ever come.
-    if os.getppid() != launcher_pid:
-        os.kill(os.getpid(), signal.SIGTERM)

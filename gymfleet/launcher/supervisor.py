@@ -36,6 +36,7 @@ import uvicorn
 import yaml
 
 from gymfleet import transport
+from gymfleet.auth import warn_if_exposed
 from gymfleet.config import (
     CONFIG_DICT_ENV,
     CONFIG_FILE_ENV,
@@ -44,12 +45,23 @@ from gymfleet.config import (
     find_server_dir,
     iter_instances,
 )
-from gymfleet.errors import ClientError, HeadUnreachableError, NoServerInstancesError, ServerStartupError
+from gymfleet.errors import (
+    AddressError,
+    ClientError,
+    HeadUnreachableError,
+    NoServerInstancesError,
+    ServerStartupError,
+)
 from gymfleet.head.app import Head, build_head_app
-from gymfleet.launcher.addresses import is_local_address
+from gymfleet.launcher.addresses import advertised_host, is_local_address
+from gymfleet.launcher.endpoints import DEFAULT_READINESS_TIMEOUT_S, wait_for_model_endpoints
 from gymfleet.launcher.logs import ProcessLog
 from gymfleet.launcher.ports import bind_socket
 from gymfleet.launcher.process import ManagedProcess, ProcessState, RestartPolicy
+from gymfleet.launcher.uvicorn_server import PromptServer
+from gymfleet.launcher.zygote import Zygote, ZygoteError, default_zygote, resolve_spawn_method
+from gymfleet.security import CHILD_ENV_SCRUB, current_settings, fleet_scheme, prepare_launcher_config
+from gymfleet.tls import uvicorn_ssl_kwargs
 
 __all__ = ["Fleet", "LaunchOptions", "Mode"]
 
@@ -70,6 +82,9 @@ class LaunchOptions:
     python: str = sys.executable
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_file: str | Path | None = None  # JSON {head_url, mode, servers: {name: {url, pid, ...}}} written when ready
+    # "zygote" (fork servers from a pre-imported process) or "exec"; None: $GYMFLEET_SPAWN_METHOD, config
+    # spawn_method, else zygote. See gymfleet.launcher.zygote.
+    spawn_method: str | None = None
 
 
 @dataclass
@@ -82,11 +97,8 @@ class _Server:
     exits: list[int] = field(default_factory=list)
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
+class _EmbeddedUvicorn(PromptServer):
     """uvicorn inside the launcher's loop: the launcher owns SIGINT/SIGTERM, not uvicorn."""
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
-        return contextlib.nullcontext()
 
 
 def _block(config: dict[str, Any], inst: ServerInstance) -> dict[str, Any]:
@@ -118,13 +130,16 @@ class Fleet:
         self._run_dir: Path | None = None
         self.started_at: float | None = None
         self.ready_s: float | None = None
+        self._spawner: Zygote | Literal["exec"] = "exec"
+        self._own_zygote: Zygote | None = None
+        self._ray_cluster: Any = None  # Ray (issue 6): a LocalRayCluster this launcher started, if any
 
     # ------------------------------------------------------------------------------ properties
     @property
     def head_url(self) -> str:
         host = "127.0.0.1" if self.head_host in ("0.0.0.0", "::") else self.head_host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.head_port}"
+        return f"{fleet_scheme()}://{host}:{self.head_port}"
 
     def url_of(self, name: str) -> str:
         return self.servers[name].url
@@ -150,6 +165,7 @@ class Fleet:
     async def start(self) -> None:
         """Bring this node's part of the fleet up; return when every local server answers (or raise)."""
         self.started_at = time.monotonic()
+        prepare_launcher_config(self.config)  # before any call: token, TLS, log masking; env secrets -> 0600 file
         instances = iter_instances(self._dictconfig)
         self.mode = await self._decide_mode()
         if self.mode != "head-only" and not instances:
@@ -158,20 +174,32 @@ class Fleet:
                 '`ng_run "+config_paths=[a.yaml,b.yaml]"` (or `gymfleet run -c a.yaml`), or use --head-only.'
             )
         try:
+            if self.mode != "head-only":
+                self._choose_spawner()  # first: a zygote of our own imports while the head starts
+                await self._start_ray_if_needed()
             if self.mode in ("head", "head-only"):
                 head_sock = bind_socket(self.head_host, self.head_port)
                 self.head_port = head_sock.getsockname()[1]
                 self.config["head_server"]["port"] = self.head_port
             if self.mode != "head-only":
+                self._check_advertised_addresses(instances)
                 self._bind_servers(instances)
             self.config.setdefault("session_secret", secrets.token_hex(32))
-            if self.mode in ("head", "head-only"):
+            if self.mode == "head":
+                await self._start_head_and_spawn(head_sock)
+            elif self.mode == "head-only":
                 await self._start_head(head_sock)
             else:
                 await self._wait_for_remote_head()
-            if self.mode != "head-only":
                 await self._spawn_servers()
+            if self.mode != "head-only":
                 await self._wait_ready()
+                # "Ready" means the models' upstreams (vLLM, an API) answer too, not only our processes.
+                await wait_for_model_endpoints(
+                    self._dictconfig,
+                    float(self.config.get("model_endpoint_readiness_timeout_seconds", DEFAULT_READINESS_TIMEOUT_S)),
+                    names=set(self.servers),
+                )
         except BaseException:
             await self.stop()
             raise
@@ -214,6 +242,18 @@ class Fleet:
             await asyncio.sleep(delay)
             delay = min(2 * delay, 2.0)
 
+    def _check_advertised_addresses(self, instances: list[ServerInstance]) -> None:
+        """Fail before spawning if a server would be advertised at an address the head cannot reach."""
+        for inst in instances:
+            host = str(inst.host or self.config.get("default_host") or "127.0.0.1")
+            try:
+                advertised_host(host, peer_host=self.head_host)
+            except AddressError as exc:
+                raise AddressError(
+                    f"server '{inst.name}' (host {host!r}) cannot be registered with the head at "
+                    f"{self.head_url}: {exc}"
+                ) from exc
+
     def _bind_servers(self, instances: list[ServerInstance]) -> None:
         for inst in instances:
             host = str(inst.host or self.config.get("default_host") or "127.0.0.1")
@@ -223,7 +263,7 @@ class Fleet:
             block["host"], block["port"] = host, port
             url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             url_host = f"[{url_host}]" if ":" in url_host else url_host
-            self.servers[inst.name] = _Server(inst, sock, port, f"http://{url_host}:{port}")
+            self.servers[inst.name] = _Server(inst, sock, port, f"{fleet_scheme()}://{url_host}:{port}")
 
     async def _start_head(self, sock: socket.socket) -> None:
         self.head = Head(
@@ -234,8 +274,10 @@ class Fleet:
         app = build_head_app(self.head)
         server = _EmbeddedUvicorn(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=30,
-                           timeout_graceful_shutdown=1.0, backlog=2048)
+                           timeout_graceful_shutdown=1.0, backlog=2048,
+                           **uvicorn_ssl_kwargs(current_settings().tls))
         )
+        warn_if_exposed(self.head_host, current_settings().token, what="the head server")
         self._head_server = server
         self._head_task = asyncio.create_task(server.serve(sockets=[sock]), name="gymfleet-head")
         deadline = time.monotonic() + 10.0
@@ -247,6 +289,24 @@ class Fleet:
                 raise ServerStartupError("the head server did not start within 10s", server_name="head_server")
             await asyncio.sleep(0.005)
         logger.info("head server at %s", self.head_url)
+
+    async def _start_head_and_spawn(self, head_sock: socket.socket) -> None:
+        # Servers first: the head's socket already listens, so while they start up (imports, config, app) the head
+        # starts too, and their registrations wait in its backlog rather than the servers waiting for the head.
+        await self._spawn_servers()
+        await self._start_head(head_sock)
+
+    def _choose_spawner(self) -> None:
+        if resolve_spawn_method(self.options.spawn_method, self.config.get("spawn_method")) == "exec":
+            self._spawner = "exec"
+            return
+        running = default_zygote()  # `gymfleet run` forks one before its event loop starts
+        if running is None:
+            try:
+                running = self._own_zygote = Zygote.start("auto")
+            except ZygoteError as exc:
+                logger.warning("servers start with exec: %s", exc)
+        self._spawner = running or "exec"
 
     def _write_config_file(self) -> Path:
         self._run_dir = Path(tempfile.mkdtemp(prefix="gymfleet-run-"))  # 0700
@@ -260,7 +320,7 @@ class Fleet:
         config_file = self._write_config_file()
         log_dir = self.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
-        base_env = {k: v for k, v in os.environ.items() if k not in (CONFIG_DICT_ENV,)}
+        base_env = {k: v for k, v in os.environ.items() if k not in (CONFIG_DICT_ENV, *CHILD_ENV_SCRUB)}
         repo_root = str(Path(__file__).resolve().parents[2])
         for name, srv in self.servers.items():
             inst = srv.instance
@@ -291,6 +351,7 @@ class Fleet:
                 log=log,
                 restart=self.options.restart,
                 on_exit=on_exit,
+                spawn=self._spawner,
             )
         await asyncio.gather(*(srv.process.start() for srv in self.servers.values() if srv.process))
 
@@ -299,6 +360,7 @@ class Fleet:
         pending = set(self.servers)
         delay = 0.01
         while pending:
+            registered = await self._registered_with_remote_head()
             for name in list(pending):
                 srv = self.servers[name]
                 if srv.exits:
@@ -308,7 +370,7 @@ class Fleet:
                         server_name=name,
                         last_lines=srv.process.log.last_lines(20),
                     )
-                if await self._is_ready(name):
+                if await self._is_ready(name, registered):
                     pending.discard(name)
             if not pending:
                 return
@@ -323,13 +385,31 @@ class Fleet:
                     last_lines=lines,
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.02 if self.head is not None else 0.25)  # a local check costs nothing
 
-    async def _is_ready(self, name: str) -> bool:
+    async def _registered_with_remote_head(self) -> set[tuple[str, int]] | None:
+        """(name, pid) of the healthy instances a remote head lists; None when not a worker that registers."""
+        if self.head is not None or not self.config.get("register_with_head", True):
+            return None
+        try:
+            resp = await transport.send("GET", self.head_url + "/server_instances",
+                                        timeout=transport.Timeouts(2.0, 5.0), retry=transport.NO_RETRY,
+                                        server_name="head_server")
+            listed = resp.json() if resp.status == 200 else []
+        except (ClientError, ValueError):
+            return set()
+        return {(str(i.get("process_name")), int(i.get("pid") or 0)) for i in listed
+                if isinstance(i, dict) and i.get("status") == "healthy"}
+
+    async def _is_ready(self, name: str, registered: set[tuple[str, int]] | None = None) -> bool:
         if self.head is not None:
             return bool(self.head.registry.by_name(name)) and any(
                 e.info.port == self.servers[name].port for e in self.head.registry.by_name(name)
             )
+        if registered is not None:
+            # A worker is ready when the remote head lists its servers: both are up and reach each other.
+            process = self.servers[name].process
+            return process is not None and (name, process.pid or 0) in registered
         try:
             resp = await transport.send("GET", self.servers[name].url + "/", timeout=transport.Timeouts(1.0, 2.0),
                                         retry=transport.NO_RETRY, server_name=name)
@@ -348,14 +428,28 @@ class Fleet:
                                  srv.process.error or srv.process.exit_report())
             await asyncio.sleep(1.0)
 
+    async def _start_ray_if_needed(self) -> None:
+        """Ray (issue 6): validate ray_head_node_address; with none, start a local cluster only if a server
+        says `ray: true`. Its address (and token path) go into the config the servers and the head receive."""
+        from gymfleet.ray_support import start_cluster_for_fleet
+
+        log_dir = Path(self.options.log_dir) if self.options.log_dir is not None else None
+        self._ray_cluster = await start_cluster_for_fleet(self.config, log_dir=log_dir)
+
     async def stop(self) -> None:
         """Stop every server (SIGTERM to each process group, then SIGKILL after the grace), then the head."""
         procs = [srv.process for srv in self.servers.values() if srv.process is not None]
         if procs:
             await asyncio.gather(*(p.stop(self.options.stop_grace_s) for p in procs), return_exceptions=True)
+        if self._ray_cluster is not None:  # Ray (issue 6): only the cluster this launcher started
+            cluster, self._ray_cluster = self._ray_cluster, None
+            await cluster.stop()
         for srv in self.servers.values():
             with contextlib.suppress(OSError):
                 srv.sock.close()
+        if self._own_zygote is not None:
+            zygote, self._own_zygote = self._own_zygote, None
+            await asyncio.to_thread(zygote.close)
         if self._head_server is not None and self._head_task is not None:
             self._head_server.should_exit = True
             with contextlib.suppress(Exception):

@@ -32,6 +32,7 @@ from gymfleet.client import ServerClient
 from gymfleet.server.handlers import install_error_handlers
 from gymfleet.server.routes import json_response
 from gymfleet.server.session import SessionMiddleware
+from gymfleet.server.stack import install_fleet_stack
 
 __all__ = ["BaseServerConfig", "SimpleServer"]
 
@@ -55,6 +56,9 @@ class SimpleServer:
 
     config: BaseServerConfig
     server_type: ClassVar[str] = ""
+    # True: per-session state lives in this process, so a session cookie of another instance (a restarted process, a
+    # dead replica) is refused with a typed 409 session_lost instead of silently starting from an empty session.
+    sessions_in_memory: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -101,8 +105,12 @@ class SimpleServer:
             cookie_name=self.session_cookie_name,
             secret=self.session_secret,
             instance_id=self.instance_id,
+            strict=self.sessions_in_memory,
+            server_name=self.config.name,
         )
         install_error_handlers(app, server_name=self.config.name, server_type_of=self.server_client.server_type_of)
+        install_fleet_stack(app, server_name=self.config.name, config=self.global_config,
+                            rollout_paths=("/run",) if self.server_type == "responses_api_agents" else ())
         return app
 
     @classmethod

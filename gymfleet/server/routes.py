@@ -8,6 +8,7 @@ cookies of the servers it calls, so one rollout keeps one session on each of the
 from __future__ import annotations
 
 import inspect
+import json as _stdjson
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -37,7 +38,10 @@ def json_response(result: Any, status: int = 200) -> Response:
     if isinstance(result, BaseModel):
         content = result.__pydantic_serializer__.to_json(result)
     else:
-        content = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        try:
+            content = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # e.g. an integer past 64 bits echoed from a request: the stdlib writes it (no 500)
+            content = _stdjson.dumps(result, default=str).encode()
     return Response(content, status_code=status, media_type="application/json")
 
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gc
 import logging
 import os
 import signal
@@ -24,18 +24,22 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from omegaconf import OmegaConf
 
-from gymfleet import transport
+from gymfleet import ray_support, transport
+from gymfleet.auth import warn_if_exposed
 from gymfleet.client import ServerClient, _head_url
 from gymfleet.config import get_instance, load_child_config
 from gymfleet.config import redact_secrets as _redact
 from gymfleet.launcher.addresses import advertised_host
 from gymfleet.launcher.lifeline import install_parent_watch, kill_own_process_group
 from gymfleet.launcher.ports import bind_socket
+from gymfleet.launcher.uvicorn_server import PromptServer
 from gymfleet.errors import GymFleetError
 from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.logs import configure_logging
+from gymfleet.security import apply_process_settings, current_settings, fleet_scheme, settings_from_config
 from gymfleet.server.registrar import Registrar
 from gymfleet.server.workers import fork_workers
+from gymfleet.tls import uvicorn_ssl_kwargs
 
 if TYPE_CHECKING:
     from gymfleet.server.base import SimpleServer
@@ -62,6 +66,8 @@ def build_server(server_cls: type[SimpleServer]) -> tuple[SimpleServer, dict[str
     cfg, name = load_child_config()
     instance = get_instance(cfg, name)
     global_config = _plain_config(cfg)
+    # Before any client exists: token on fleet hops, TLS (https URLs, CA), secrets masked in logs.
+    apply_process_settings(settings_from_config(global_config))
     client_settings = global_config.get("client") or {}
     server_client = ServerClient(
         global_config,
@@ -78,17 +84,14 @@ def build_server(server_cls: type[SimpleServer]) -> tuple[SimpleServer, dict[str
     return server, {"instance": instance, "config": global_config}
 
 
-class _Server(uvicorn.Server):
+class _Server(PromptServer):
     """uvicorn server that deregisters from the head before it stops accepting requests.
 
     Signals are handled by :func:`_serve` (uvicorn's own capture would re-raise SIGTERM after shutdown and kill the
-    process before it can take its process group down).
+    process before it can take its process group down); a stop begins as soon as one arrives.
     """
 
     registrar: Registrar | None = None
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
-        return contextlib.nullcontext()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.registrar is not None:
@@ -110,14 +113,19 @@ def serve(server_cls: type[SimpleServer]) -> None:
     server, ctx = build_server(server_cls)
     config: dict[str, Any] = ctx["config"]
     configure_logging(verbose=bool(config.get("verbose")))
+    security = current_settings()  # applied by build_server
     if config.get("dry_run"):
         logger.info("dry run: '%s' constructed, not serving", server.config.name)
         return
     raise_open_file_limit()
     instance = ctx["instance"]
     bind_host = str(server.config.host or "127.0.0.1")
+    warn_if_exposed(bind_host, security.token, what=f"server '{server.config.name}'")
     sock = _listening_socket(bind_host, server.config.port)
     port = sock.getsockname()[1]
+    # What is imported and built by now lives as long as the process: the collector need not scan it again
+    # (cheaper collections, pages stay shared with forked workers, and exit skips a full collection).
+    gc.freeze()
     worker = fork_workers(int(server.config.num_workers or 1) - 1)  # before any thread exists
     parent = os.environ.get(PARENT_PID_ENV)
     if parent and worker == 0:
@@ -137,6 +145,8 @@ def serve(server_cls: type[SimpleServer]) -> None:
 async def _serve(
     server: SimpleServer, sock: socket.socket, bind_host: str, port: int, instance: Any, config: dict[str, Any]
 ) -> None:
+    # Ray (issue 6): remember the fleet's cluster (no `import ray`); a `ray: true` server joins it now.
+    await ray_support.setup_server_process(config, instance.block, server_name=server.config.name)
     app = server.setup_webserver()
     uv_config = uvicorn.Config(
         app,
@@ -148,6 +158,7 @@ async def _serve(
         loop="none",
         http="httptools" if _has("httptools") else "h11",
         backlog=2048,
+        **uvicorn_ssl_kwargs(current_settings().tls),
     )
     uv_server = _Server(uv_config)
     head = config.get("head_server") or {}
@@ -164,13 +175,14 @@ async def _serve(
             "impl": instance.impl,
             "host": host,
             "port": port,
-            "url": f"http://{url_host}:{port}",
+            "url": f"{fleet_scheme()}://{url_host}:{port}",
             "pid": os.getpid(),
             "node": socket.gethostname(),
             "entrypoint": instance.entrypoint,
             "dir_path": str(Path.cwd()),
             "start_time": time.time(),
-            "block": _redact({k: v for k, v in instance.block.items() if k not in ("host", "port")}),
+            "block": _redact({k: v for k, v in instance.block.items() if k not in ("host", "port")},
+                             extra_secret_values=current_settings().secret_values),
         }
         registrar = Registrar(
             head_url,

@@ -36,6 +36,8 @@ class OpenAIModelConfig(BaseResponsesAPIModelConfig):
     # OpenAI rejects reasoning items it did not produce (no encrypted content); drop them from the input.
     drop_input_reasoning_items: bool = False
     request_timeout_s: float = Field(default=900.0, gt=0)
+    # A blackholed upstream (SYNs dropped) costs this per attempt, not the kernel's ~127 s of SYN retries.
+    connect_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class OpenAIModel(SimpleResponsesAPIModel):
@@ -70,7 +72,8 @@ class OpenAIModel(SimpleResponsesAPIModel):
         url = f"{self._base_url}{path}"
         async with self._slot():
             resp = await transport.send(
-                "POST", url, json=payload, headers=self._headers, timeout=self.config.request_timeout_s
+                "POST", url, json=payload, headers=self._headers,
+                timeout=transport.Timeouts(connect=self.config.connect_timeout_s, total=self.config.request_timeout_s),
             )
         resp.raise_for_status()
         try:

@@ -52,12 +52,16 @@ def _argument_value(text: str) -> str:
 
 
 def _arguments(tool: dict[str, Any], user_text: str) -> dict[str, Any]:
-    params = tool.get("parameters") or {}
-    props = params.get("properties") or {}
-    required = params.get("required") or list(props)
+    params = tool.get("parameters")
+    params = params if isinstance(params, dict) else {}
+    props = params.get("properties")
+    props = props if isinstance(props, dict) else {}
+    required = params.get("required")
+    required = [n for n in (required if isinstance(required, list) else list(props)) if isinstance(n, str)]
     args: dict[str, Any] = {}
     for name in required:
-        kind = (props.get(name) or {}).get("type", "string")
+        prop = props.get(name)
+        kind = prop.get("type", "string") if isinstance(prop, dict) else "string"
         args[name] = 0 if kind in ("integer", "number") else (False if kind == "boolean" else _argument_value(user_text))
     return args
 
@@ -87,9 +91,11 @@ class ScriptedModel(SimpleResponsesAPIModel):
         if last.get("type") == "function_call_output" or last.get("role") == "tool":
             return "message", f"Here is what I found: {last.get('output', last.get('content', ''))}"
         user_text = next((_text_of(i.get("content")) for i in reversed(items) if i.get("role") == "user"), "")
-        if tools:
-            tool = tools[0].get("function", tools[0])  # chat tools nest the definition under "function"
-            return "call", (tool.get("name", "tool"), _arguments(tool, user_text))
+        offered = [t for t in tools or [] if isinstance(t, dict)]  # the body is the client's: expect anything
+        if offered:
+            tool = offered[0].get("function", offered[0])  # chat tools nest the definition under "function"
+            tool = tool if isinstance(tool, dict) else {}
+            return "call", (str(tool.get("name", "tool")), _arguments(tool, user_text))
         return "message", f"You said: {user_text}"
 
     async def responses(self, body: ResponseCreateParams) -> Any:
@@ -129,8 +135,8 @@ class ScriptedModel(SimpleResponsesAPIModel):
         failure = await self._pace()
         if failure is not None:
             return failure
-        tools = body.tools
-        kind, value = self._decide(body.messages, tools)
+        tools = getattr(body, "tools", None)  # an extra field: absent unless the client sent it
+        kind, value = self._decide(body.messages, tools if isinstance(tools, list) else [])
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if kind == "call":
             name, args = value

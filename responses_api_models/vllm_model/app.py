@@ -63,6 +63,7 @@ class VLLMModelConfig(BaseResponsesAPIModelConfig):
     default_headers: dict[str, str] = Field(default_factory=dict)
     max_concurrent_requests: int | None = Field(default=None, ge=1)
     request_timeout_s: float = Field(default=900.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)  # per attempt: a blackholed engine fails fast
     down_cooldown_s: float = Field(default=30.0, ge=0)
 
 
@@ -238,7 +239,8 @@ class VLLMModel(SimpleResponsesAPIModel):
                     f"{base}{path}",
                     json=body,
                     headers=self._headers,
-                    timeout=self.config.request_timeout_s,
+                    timeout=transport.Timeouts(connect=self.config.connect_timeout_s,
+                                               total=self.config.request_timeout_s),
                     retry=self._retry,
                 )
             except (UpstreamConnectError, UpstreamDisconnectedError) as exc:
