@@ -29,7 +29,7 @@ class FleetActor:
         return str(ray.util.get_node_ip_address())
 
     async def start(self, config: dict[str, Any], mode: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Start the fleet; return ``{head_url, head_server, servers, pid, node_ip}`` once every server answers."""
+        """Start the fleet; return its head URL, servers, pid and node IP once every server answers."""
         import ray
 
         from gymfleet.launcher import Fleet, LaunchOptions

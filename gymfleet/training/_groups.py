@@ -38,7 +38,9 @@ def group_stats(rewards: Sequence[float], *, failed: int = 0) -> GroupStats:
     )
 
 
-def group_advantages(rewards: Sequence[float], *, normalize_std: bool = True, eps: float = 1e-6) -> list[float]:
+def group_advantages(
+    rewards: Sequence[float], *, normalize_std: bool = True, eps: float = 1e-6
+) -> list[float]:
     """GRPO advantages: ``(r - mean) / (std + eps)``, or ``r - mean`` without ``normalize_std``.
 
     A group whose rewards are all equal gets zero advantages (it teaches nothing).

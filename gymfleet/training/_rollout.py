@@ -18,7 +18,7 @@ class TokenTurn:
 
 
 def token_turns(output: Any) -> list[TokenTurn]:
-    """Token data of every output item that carries it (``return_token_id_information: true`` model servers)."""
+    """Token data of every output item that has some (``return_token_id_information`` model servers)."""
     turns: list[TokenTurn] = []
     if not isinstance(output, list):
         return turns

@@ -3,6 +3,7 @@
     python -m tests.faults.run_suite                # the CI part (a few minutes on 2 cores)
     python -m tests.faults.run_suite --slow         # also the long scenarios (10k rollouts, 6-20 s keep-alive pauses)
     python -m tests.faults.run_suite --no-docs -k 07  # a subset, without rewriting the doc
+    python -m tests.faults.run_suite --merge slow.jsonl  # the CI part, plus records of an earlier --slow run
 
 The table is built from the JSON lines the scenarios record (``$GYMFLEET_FAULT_RESULTS``, a fresh file per run).
 Multi-host scenarios need root (network namespaces, iptables); elsewhere they are skipped and listed as not run.
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/fault-suite.md")
     parser.add_argument("--results", help="JSON-lines file for the scenario records (default: a fresh temp file)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset of scenarios)")
+    parser.add_argument("--merge", action="append", default=[], metavar="FILE",
+                        help="also show the records of an earlier run (e.g. a --slow one) in the table")
     args = parser.parse_args(argv)
     results = Path(args.results) if args.results else Path(tempfile.mkstemp(prefix="faults-", suffix=".jsonl")[1])
     results.write_text("")
@@ -169,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"the fault suite ran past {_SUITE_TIMEOUT_S}s and was stopped\n")
         code = 124
     wall = time.monotonic() - start
-    table = build_table(read_results(results))
+    table = build_table([*(r for extra in args.merge for r in read_results(Path(extra))), *read_results(results)])
     sys.stdout.write("\n")
     print_table(table)
     if not args.no_docs:
         shown = "python -m tests.faults.run_suite" + (" --slow" if args.slow else "")
+        shown += "".join(f" --merge {Path(m).name}" for m in args.merge)
         write_doc(table, command=shown, wall_s=wall)
         sys.stdout.write(f"table written to {DOC.relative_to(REPO)}\n")
     return code
