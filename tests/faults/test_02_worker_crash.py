@@ -42,8 +42,14 @@ def test_sigkill_of_a_resources_server_mid_rollout(tmp_path: Path, scenario) -> 
             now = [i for i in fleet.instances() if i["process_name"] == "faulty_env"]
             return len(now) == 1 and now[0]["pid"] != old["pid"] and now[0]["status"] == "healthy"
 
+        loaded = threading.Event()
+        started: list[int] = [0]
+
         def kill_when_loaded() -> None:
-            time.sleep(1.2)  # every rollout has seeded its session and waits on the model
+            # Wait until many rollouts are in flight (not a fixed delay: a loaded machine starts them late), then
+            # give them 1.2 s to seed their sessions and reach the model (800 ms per call).
+            loaded.wait(60)
+            time.sleep(1.2)
             killed.append(procs.kill(old["pid"]))
             replaced_after.append(procs.wait_for(replaced, 30))
 
@@ -52,6 +58,9 @@ def test_sigkill_of_a_resources_server_mid_rollout(tmp_path: Path, scenario) -> 
 
         def recording(inner):  # type: ignore[no-untyped-def]
             async def dispatch(row):  # type: ignore[no-untyped-def]
+                started[0] += 1
+                if started[0] >= min(100, ROLLOUTS):
+                    loaded.set()
                 try:
                     return await inner(row)
                 except RolloutFailure as exc:
