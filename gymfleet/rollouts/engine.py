@@ -10,6 +10,7 @@ collected again on resume. The CLI and trainer code are two faces of this one cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -42,6 +43,9 @@ Dispatch = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _END = object()
 _CANCEL_WAIT_S = 10.0
 _MAX_RETRY_AFTER_S = 300.0
+_RAMP_INITIAL = 128  # admission slow start (see _admission_limit)
+_RAMP_DOUBLING_S = 0.5
+_RAMP_TICK_S = 0.05
 
 
 class RolloutCollector:
@@ -86,6 +90,7 @@ class RolloutCollector:
         self._fatal: BaseException | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=config.num_samples_in_parallel)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._ramp_start = time.monotonic()
         self._stop_waiter: asyncio.Future[Any] | None = None
         # Set on every state change the schedulers wait for (a slot freed, stop, force), so each
         # wake-up costs O(1) whatever the number of rollouts in flight.
@@ -235,8 +240,18 @@ class RolloutCollector:
         finally:
             lock.release()
 
+    def _admission_limit(self) -> int:
+        """Slow start: a huge ``num_samples_in_parallel`` is reached by doubling from _RAMP_INITIAL every
+        _RAMP_DOUBLING_S, so the first rollouts finish in seconds instead of all 10k advancing in lock-step."""
+        cap = self.config.num_samples_in_parallel
+        if cap <= _RAMP_INITIAL:
+            return cap
+        elapsed = time.monotonic() - self._ramp_start
+        return min(cap, int(_RAMP_INITIAL * 2 ** (elapsed / _RAMP_DOUBLING_S)))
+
     async def _admit(self, state: ResumeState) -> None:
         cfg = self.config
+        self._ramp_start = time.monotonic()
         self.reader = DatasetReader(cfg.input_jsonl_fpath, cfg)
         items = iter(self.reader)
         stop_waiter = self._stop_waiter
@@ -260,9 +275,13 @@ class RolloutCollector:
                 if item.invalid is not None:
                     await self._record_invalid(item)
                     continue
-                while len(self._in_flight) >= cfg.num_samples_in_parallel and not self._stop.is_set():
+                while len(self._in_flight) >= self._admission_limit() and not self._stop.is_set():
                     self._wakeup.clear()
-                    await self._wakeup.wait()
+                    if self._admission_limit() < cfg.num_samples_in_parallel:  # still ramping up: re-check soon
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._wakeup.wait(), _RAMP_TICK_S)
+                    else:
+                        await self._wakeup.wait()
                 pause = self._cooldown_until - time.monotonic()
                 if pause > 0:
                     await asyncio.wait({stop_waiter}, timeout=pause)
