@@ -233,7 +233,7 @@ class ServerClient:
                 # The instance we knew is gone: re-resolve once (another replica, or its restart) before giving up.
                 if attempt == 2 or not self._forget(server_name, endpoint):
                     raise
-                logger.warning("server '%s' at %s unreachable; re-resolving", server_name, endpoint.url)
+                _warn_unreachable(server_name, endpoint.url)
             finally:
                 endpoint.in_flight -= 1
         raise AssertionError("unreachable")  # pragma: no cover - loop always returns or raises
@@ -383,6 +383,21 @@ class ServerClient:
             entry.cursor += 1
             turn = entry.cursor
         return candidates[turn % len(candidates)]
+
+
+_last_unreachable_warning: dict[str, tuple[float, int]] = {}
+
+
+def _warn_unreachable(server_name: str, url: str, every_s: float = 5.0) -> None:
+    """Log an unreachable instance at most once per ``every_s`` per URL (with the count), never a flood."""
+    now = time.monotonic()
+    last, suppressed = _last_unreachable_warning.get(url, (0.0, 0))
+    if now - last < every_s:
+        _last_unreachable_warning[url] = (last, suppressed + 1)
+        return
+    more = f" ({suppressed} more since the last report)" if suppressed else ""
+    logger.warning("server '%s' at %s unreachable; re-resolving%s", server_name, url, more)
+    _last_unreachable_warning[url] = (now, 0)
 
 
 def _instance_from_cookie(value: str) -> str | None:

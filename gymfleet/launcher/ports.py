@@ -28,7 +28,7 @@ _MAX_CMDLINE_CHARS = 200
 _SCAN_BUDGET_S = 2.0  # time allowed for walking /proc/<pid>/fd when naming a holder
 
 
-def bind_socket(host: str, port: int = 0, *, backlog: int = 2048) -> socket.socket:
+def bind_socket(host: str, port: int = 0, *, backlog: int = 65535) -> socket.socket:
     """Bind a TCP listening socket that a child process can inherit.
 
     The socket has ``SO_REUSEADDR`` (so a port in TIME_WAIT after a restart can be bound again) but
@@ -39,7 +39,8 @@ def bind_socket(host: str, port: int = 0, *, backlog: int = 2048) -> socket.sock
         host: Address or name to bind; ``""`` and ``"0.0.0.0"`` mean every IPv4 address, ``"::"``
             every IPv6 address. IPv6 literals may be given with or without brackets.
         port: Port to bind; 0 lets the operating system choose a free one.
-        backlog: Listen backlog.
+        backlog: Listen backlog (the kernel caps it at net.core.somaxconn; bursts of thousands of connects
+            from a collector must queue, not be dropped).
 
     Returns:
         The bound, listening socket. The caller owns it and must close it.
