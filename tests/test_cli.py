@@ -71,3 +71,14 @@ def test_legacy_help_and_no_servers_message(tmp_path):
     assert out.returncode == 0 and "+config_paths" in out.stdout
     empty = run_cli("run", "++head_server.port=0", cwd=tmp_path)
     assert empty.returncode == 2 and "no server instances" in empty.stderr.lower()
+
+
+def test_quickstart_scripted_runs_the_main_job(tmp_path):
+    """The README's main job, with the scripted stand-in (the local-model variant runs in tests of local_model)."""
+    out = tmp_path / "qs" / "rollouts.jsonl"
+    proc = run_cli("quickstart", "--model", "scripted", "--repeats", "1", "--output", str(out), timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "mean/reward" in proc.stdout and "The fleet has stopped." in proc.stdout
+    assert (out.parent / "rollouts_example_single_tool_call_simple_agent.jsonl").exists()
+    rows = (out.parent / "rollouts_arithmetic_simple_agent.jsonl").read_text().splitlines()
+    assert len(rows) == 8  # 8 example rows x 1 repeat
