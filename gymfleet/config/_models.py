@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,20 +20,6 @@ EXTRA_ROOTS_ENVS: tuple[str, ...] = ("GYMFLEET_EXTRA_ROOTS", "NEMO_GYM_EXTRA_ROO
 # Top-level keys that are never server instances, whatever their value.
 RESERVED_KEYS: frozenset[str] = frozenset({"head_server", "config_paths", "default_host", "dry_run"})
 
-DOMAINS: tuple[str, ...] = (
-    "math",
-    "coding",
-    "agent",
-    "knowledge",
-    "instruction_following",
-    "long_context",
-    "safety",
-    "games",
-    "translation",
-    "e2e",
-    "rlhf",
-    "other",
-)
 Domain = Literal[
     "math",
     "coding",
@@ -48,6 +34,7 @@ Domain = Literal[
     "rlhf",
     "other",
 ]
+DOMAINS: tuple[str, ...] = get_args(Domain)  # one list: the Literal is the source
 
 # Human-readable singular of each server type, for messages.
 SERVER_TYPE_NOUNS: dict[str, str] = {
