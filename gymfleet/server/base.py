@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from gymfleet.client import ServerClient
+from gymfleet.server.fastpath import FastJSONRouteMiddleware
 from gymfleet.server.handlers import install_error_handlers
 from gymfleet.server.routes import json_response
 from gymfleet.server.session import SessionMiddleware
@@ -100,6 +101,7 @@ class SimpleServer:
         async def liveness() -> Any:
             return json_response({"status": "ok"})
 
+        app.add_middleware(FastJSONRouteMiddleware)  # innermost: every middleware below still sees each request
         app.add_middleware(
             SessionMiddleware,
             cookie_name=self.session_cookie_name,
