@@ -2,6 +2,10 @@
 concurrency levels, through the real collector (the code path of ng_collect_rollouts).
 
     python bench/bench_throughput.py [--rows 2000] [--concurrency 1 16 64 256] [--repeats 3]
+
+It also measures the collector's own overhead the way a user meets it: ``gymfleet collect`` run as a command,
+from the moment the process is started to its first dispatch (imports, config, dataset scan, resume checks), and
+from its last outcome to the process exit (aggregate metrics, summary, shutdown).
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,13 +53,32 @@ async def collect(head_url: str, dataset: Path, out: Path, concurrency: int, lim
     return {"wall_s": wall, "rollouts_per_s": limit / wall}
 
 
+def collector_overhead(head_url: str, dataset: Path, tmp: Path, rows: int, run: int) -> dict[str, float]:
+    """One ``gymfleet collect`` command: seconds before its first dispatch and after its last outcome."""
+    out, summary_path = tmp / f"overhead-{run}.jsonl", tmp / f"overhead-{run}.summary.json"
+    cmd = [sys.executable, "-m", "gymfleet.cli.main", "collect", "--head", head_url.removeprefix("http://"),
+           "-a", AGENT, "-i", str(dataset), "-o", str(out), "--limit", str(rows), "--concurrency", "16", "--quiet",
+           "--summary-json", str(summary_path)]
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    exited = time.time()
+    if proc.returncode != 0:
+        raise RuntimeError(f"gymfleet collect failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    summary = json.loads(summary_path.read_text())
+    return {"before_first_dispatch_s": summary["first_dispatch_at"] - started,
+            "after_last_outcome_s": exited - summary["last_outcome_at"],
+            "total_s": exited - started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overhead-rows", type=int, default=200, help="rows of each `gymfleet collect` command")
     args = parser.parse_args()
     rows = []
+    overhead: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         dataset = tmp / "data.jsonl"
@@ -79,10 +104,17 @@ def main() -> None:
                     "ms_per_rollout": median([1000 * r["wall_s"] / limit for r in results]),
                     "server_cpu_ms_per_rollout": median([r["server_cpu_ms_per_rollout"] for r in results]),
                 })
+            for run in range(args.repeats):
+                overhead.append(collector_overhead(info["head_url"], dataset, tmp, min(args.rows,
+                                                                                       args.overhead_rows), run))
     print_table(f"throughput (scripted model, 0 ms; median of {args.repeats})", rows)
-    write_json("throughput", {"rows": rows, "hops_per_rollout": HOPS_PER_ROLLOUT,
+    overhead_row = {key: median([o[key] for o in overhead]) for key in overhead[0]}
+    print_table(f"collector overhead, `gymfleet collect` as a command (median of {args.repeats})", [overhead_row])
+    write_json("throughput", {"rows": rows, "hops_per_rollout": HOPS_PER_ROLLOUT, "collector_overhead": overhead_row,
+                              "collector_overhead_runs": overhead,
                               "targets": {"rollouts_per_s_at_64": 180, "server_cpu_ms_per_rollout": 10,
-                                          "ms_per_sequential_rollout": 10}})
+                                          "ms_per_sequential_rollout": 10,
+                                          "collector_overhead_before_s": 1, "collector_overhead_after_s": 1}})
 
 
 if __name__ == "__main__":

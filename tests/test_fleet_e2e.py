@@ -105,12 +105,16 @@ def test_collect_cli_writes_stamped_rows_and_metrics(fleet, tmp_path):
     head = fleet.head_url.removeprefix("http://")
     proc = subprocess.run(
         [sys.executable, "-m", "gymfleet.cli.main", "collect", "--head", head, "-a", AGENT, "-i", str(EXAMPLE_DATA),
-         "-o", str(out), "--num-repeats", "2", "--quiet"],
+         "-o", str(out), "--num-repeats", "2", "--quiet", "--summary-json", str(tmp_path / "summary.json")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 10
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["expected"], summary["succeeded"], summary["missing"], summary["ok"]) == (10, 10, 0, True)
+    assert summary["failed_by_class"] == {} and summary["output_jsonl_fpath"] == str(out)
+    assert 0 < summary["first_dispatch_at"] <= summary["last_outcome_at"]
     assert sorted((r["_ng_task_index"], r["_ng_rollout_index"]) for r in rows) == [
         (t, k) for t in range(5) for k in range(2)
     ]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from rich.console import Console
 from rich.table import Table
 
 from gymfleet.client import ServerClient
 from gymfleet.metrics import instrument_dispatch
-from gymfleet.metrics_server import serve_metrics
 from gymfleet.rollouts import CollectionConfig, CollectionSummary, RolloutCollector, make_aggregate, make_dispatch
 
-__all__ = ["collect_with_client", "print_summary"]
+__all__ = ["collect_with_client", "print_summary", "write_summary_json"]
 
 
 async def collect_with_client(client: ServerClient, settings: Mapping[str, Any]) -> CollectionSummary:
@@ -24,6 +26,8 @@ async def collect_with_client(client: ServerClient, settings: Mapping[str, Any])
     port = settings.get("metrics_port")
     if port is None:
         return await collector.run()
+    from gymfleet.metrics_server import serve_metrics  # uvicorn is imported only when metrics are served
+
     async with serve_metrics(str(settings.get("metrics_host") or "127.0.0.1"), int(port)):
         return await collector.run()
 
@@ -47,3 +51,12 @@ def print_summary(summary: CollectionSummary, console: Console | None = None) ->
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(f"{agent}: {key}", shown)
     console.print(table)
+
+
+def write_summary_json(summary: CollectionSummary, path: str | Path) -> None:
+    """The accounting as JSON (``to_dict`` plus timings), written atomically: scripts read it, not the table."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+    tmp.replace(target)

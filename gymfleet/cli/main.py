@@ -69,7 +69,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from gymfleet import transport
-    from gymfleet.cli.collect import collect_with_client, print_summary
+    from gymfleet.cli.collect import collect_with_client, print_summary, write_summary_json
     from gymfleet.client import ServerClient
     from gymfleet.config import load_config
 
@@ -96,6 +96,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     summary = asyncio.run(collect())
     print_summary(summary)
+    if getattr(args, "summary_json", None):
+        write_summary_json(summary, args.summary_json)
     return EXIT_OK if summary.ok else EXIT_FAILURE
 
 
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--resume", action="store_true", help="resume the run at --output")
     collect.add_argument("--head", help="HOST:PORT of the head (default from config, 127.0.0.1:11000)")
     collect.add_argument("--quiet", action="store_true", help="log progress lines instead of a live bar")
+    collect.add_argument("--summary-json", metavar="FILE",
+                         help="also write the final accounting (counts by class, timings) as JSON to FILE")
     collect.add_argument("--metrics-port", type=int,
                          help="serve Prometheus /metrics of this collection on this port (metrics_host, 127.0.0.1)")
     collect.set_defaults(func=cmd_collect)

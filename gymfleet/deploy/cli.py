@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gymfleet.deploy._plan import DeployError, DeployOptions, TlsFiles
+if TYPE_CHECKING:  # the CLI builds its parser on every command: the deploy planner is imported only for deploy
+    from gymfleet.deploy._plan import DeployOptions
 
 __all__ = ["add_deploy_parser", "cmd_deploy", "generate"]
 
@@ -47,6 +48,7 @@ def generate(
     """
     from gymfleet.config import load_config
     from gymfleet.deploy import plan_fleet, render_compose, render_k8s, render_slurm, write_bundle
+    from gymfleet.deploy._plan import DeployError
 
     renderers = {"compose": render_compose, "k8s": render_k8s, "slurm": render_slurm}
     if target not in renderers:
@@ -60,6 +62,8 @@ def generate(
 
 
 def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, int]:
+    from gymfleet.deploy._plan import DeployError
+
     out: dict[str, int] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
@@ -71,6 +75,8 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, int]:
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags given on the command line (the rest comes from the config's ``deploy:`` block)."""
+    from gymfleet.deploy._plan import TlsFiles
+
     values: dict[str, Any] = {}
     simple = {
         "name": "name",

@@ -97,6 +97,8 @@ class RolloutCollector:
         self._wakeup = asyncio.Event()
         self._cooldown_until = 0.0
         self._t0 = time.monotonic()
+        self._first_dispatch_at: float | None = None
+        self._last_outcome_at: float | None = None
         self._expected = 0
         self._cached_ok = 0
         self._cached_failed: Counter[str] = Counter()
@@ -288,6 +290,8 @@ class RolloutCollector:
                 if self._stop.is_set():
                     break
                 attempts_before = history.attempts if history is not None else 0
+                if self._first_dispatch_at is None:
+                    self._first_dispatch_at = time.time()
                 task = asyncio.create_task(self._run_rollout(item, attempts_before))
                 self._in_flight.add(task)
                 task.add_done_callback(self._on_task_done)
@@ -437,6 +441,7 @@ class RolloutCollector:
 
     def _count(self, *, ok: bool, failure_class: str | None) -> None:
         cfg = self.config
+        self._last_outcome_at = time.time()
         if ok:
             self._run_ok += 1
         else:
@@ -531,6 +536,8 @@ class RolloutCollector:
             stopped_reason=self._stop_reason,
             finished_this_run=snap.finished_this_run,
             notes=notes,
+            first_dispatch_at=self._first_dispatch_at,
+            last_outcome_at=self._last_outcome_at,
         )
 
     def _repeats_or_none(self, agent: str) -> int | None:

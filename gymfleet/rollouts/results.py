@@ -55,6 +55,8 @@ class CollectionSummary:
     stopped_reason: str | None = None
     finished_this_run: int = 0
     notes: list[str] = field(default_factory=list)
+    first_dispatch_at: float | None = None  # unix time of the first rollout sent in this run
+    last_outcome_at: float | None = None  # unix time of the last outcome written in this run
 
     @property
     def failed(self) -> int:
