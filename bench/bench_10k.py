@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import tempfile
 import threading
@@ -20,7 +21,18 @@ import time
 from pathlib import Path
 
 from bench_throughput import make_dataset
-from common import AGENT, EXAMPLE, SCRIPTED, children, fleet_process, open_fds, print_table, rss_bytes, write_json
+from common import (
+    AGENT,
+    EXAMPLE,
+    SCRIPTED,
+    children,
+    cpu_seconds,
+    fleet_process,
+    open_fds,
+    print_table,
+    rss_bytes,
+    write_json,
+)
 
 from gymfleet import transport
 from gymfleet.client import ServerClient
@@ -36,6 +48,7 @@ class Sampler(threading.Thread):
         self.pids = pids
         self.peak_rss: dict[str, int] = {k: 0 for k in pids}
         self.peak_fds: dict[str, int] = {k: 0 for k in pids}
+        self.cpu: dict[int, float] = {}  # last CPU seconds seen per pid (the servers exit before we could ask)
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -43,6 +56,8 @@ class Sampler(threading.Thread):
             for name, pids in self.pids.items():
                 self.peak_rss[name] = max(self.peak_rss[name], max((rss_bytes(p) for p in pids), default=0))
                 self.peak_fds[name] = max(self.peak_fds[name], max((open_fds(p) for p in pids), default=0))
+                for p in pids:
+                    self.cpu[p] = max(self.cpu.get(p, 0.0), cpu_seconds(p))
             time.sleep(0.25)
 
 
@@ -84,18 +99,22 @@ def main() -> None:
             for name, server in info["servers"].items():
                 pid = int(server["pid"])
                 groups[name] = [pid, *children(pid)]
-            import os
-
             groups["collector"] = [os.getpid()]
             sampler = Sampler(groups)
+            cpu0 = {p: cpu_seconds(p) for pids in groups.values() for p in pids}
             sampler.start()
             wall, summary = asyncio.run(collect(info["head_url"], dataset, tmp / "out.jsonl", args.rollouts))
             sampler.stop.set()
             sampler.join()
+            cpu_used = sum(max(sampler.cpu.get(p, 0.0), cpu_seconds(p)) - c for p, c in cpu0.items())
     ideal = 2 * args.latency_ms / 1000
     row = {
         "rollouts": args.rollouts, "succeeded": summary.succeeded, "failed": summary.failed,  # type: ignore[attr-defined]
+        "retried_attempts": summary.retried,  # type: ignore[attr-defined]  # failed attempts retried (0 = no errors)
         "wall_s": wall, "ideal_s": ideal, "wall_over_ideal": wall / ideal,
+        # What bounds the wall time here: all the processes' CPU over the machine's cores.
+        "cpu_s_all_processes": cpu_used, "cpu_bound_wall_s": cpu_used / (os.cpu_count() or 1),
+        "cpu_ms_per_rollout": 1000 * cpu_used / args.rollouts,
         "collector_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     for name in groups:

@@ -4,6 +4,12 @@ NeMo Gym picked a free port by binding, closing and handing the number to a chil
 again later: a race another process could win. Here the launcher binds once, keeps the socket open,
 writes the real port into the server's config and passes the file descriptor to the child
 (``pass_fds``). Nobody can take the port in between, and it stays ours across restarts.
+
+A server with several worker processes gets one listening socket per worker (``SO_REUSEPORT``, see
+:func:`reuse_port_sibling`): the kernel spreads new connections over the workers, and each worker has its own
+accept queue (``net.core.somaxconn`` each, 4096 by default), so a burst of 10k connections from a collector queues
+instead of being dropped. The port is still checked free without ``SO_REUSEPORT`` first, so a port another program
+holds is refused as before.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from gymfleet.errors import AddressError, PortInUseError, ServerError
 
-__all__ = ["bind_socket", "describe_port_holder"]
+__all__ = ["LISTEN_BACKLOG", "bind_socket", "describe_port_holder", "reuse_port_sibling"]
 
 logger = logging.getLogger("gymfleet.launcher")
 
@@ -28,12 +34,17 @@ _MAX_CMDLINE_CHARS = 200
 _SCAN_BUDGET_S = 2.0  # time allowed for walking /proc/<pid>/fd when naming a holder
 
 
-def bind_socket(host: str, port: int = 0, *, backlog: int = 65535) -> socket.socket:
+# Listen backlog of every fleet socket (the kernel caps it at net.core.somaxconn). Servers must pass it to uvicorn
+# too: serving a socket listens on it again with uvicorn's own backlog (2048 by default), which would shrink it.
+LISTEN_BACKLOG = 65535
+
+
+def bind_socket(host: str, port: int = 0, *, backlog: int = LISTEN_BACKLOG, reuse_port: bool = False) -> socket.socket:
     """Bind a TCP listening socket that a child process can inherit.
 
-    The socket has ``SO_REUSEADDR`` (so a port in TIME_WAIT after a restart can be bound again) but
-    not ``SO_REUSEPORT`` (so a second server can never silently share the port), is listening, and is
-    marked inheritable. Read the real port back with ``sock.getsockname()[1]`` when ``port`` is 0.
+    The socket has ``SO_REUSEADDR`` (so a port in TIME_WAIT after a restart can be bound again) but,
+    unless ``reuse_port``, not ``SO_REUSEPORT`` (so a second server can never silently share the port), is
+    listening, and is marked inheritable. Read the real port back with ``sock.getsockname()[1]`` when ``port`` is 0.
 
     Args:
         host: Address or name to bind; ``""`` and ``"0.0.0.0"`` mean every IPv4 address, ``"::"``
@@ -41,6 +52,8 @@ def bind_socket(host: str, port: int = 0, *, backlog: int = 65535) -> socket.soc
         port: Port to bind; 0 lets the operating system choose a free one.
         backlog: Listen backlog (the kernel caps it at net.core.somaxconn; bursts of thousands of connects
             from a collector must queue, not be dropped).
+        reuse_port: Let :func:`reuse_port_sibling` add more sockets on the same port (one per worker process).
+            The port is first bound without ``SO_REUSEPORT``, so one held by anybody else is still refused.
 
     Returns:
         The bound, listening socket. The caller owns it and must close it.
@@ -51,15 +64,60 @@ def bind_socket(host: str, port: int = 0, *, backlog: int = 65535) -> socket.soc
         ServerError: Any other reason the operating system refused the bind.
     """
     bind_host = _strip_brackets(host) or "0.0.0.0"
-    family, sockaddr = _resolve_bind_address(bind_host, port)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        return _bind_reuse_port(bind_host, port, backlog)
+    return _bind(bind_host, port, backlog, reuse_port=False)
+
+
+def _bind_reuse_port(bind_host: str, port: int, backlog: int) -> socket.socket:
+    # Probe without SO_REUSEPORT: fails (naming the holder) when anybody holds the port, reuse-port group or not.
+    for _ in range(5):
+        probe = _bind(bind_host, port, 0, reuse_port=False, listen=False)
+        chosen = probe.getsockname()[1]
+        probe.close()
+        try:
+            return _bind(bind_host, chosen, backlog, reuse_port=True)
+        except PortInUseError:
+            if port:  # somebody took the port in the instant between probe and bind
+                raise
+    raise ServerError(f"Could not bind a free port on {bind_host}: it was taken again on each of 5 attempts.")
+
+
+def reuse_port_sibling(sock: socket.socket, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """Another listening socket on ``sock``'s address, in its ``SO_REUSEPORT`` group (for one more worker).
+
+    Raises:
+        ServerError: ``sock`` was not bound with ``reuse_port=True`` (or the system has no ``SO_REUSEPORT``).
+    """
+    if not hasattr(socket, "SO_REUSEPORT") or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        raise ServerError("The listening socket was not bound with SO_REUSEPORT; workers must share it.")
+    host, port = sock.getsockname()[:2]
+    v6only = None
+    if sock.family == socket.AF_INET6:
+        v6only = bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    return _bind(host, port, backlog, reuse_port=True, family=sock.family, v6only=v6only)
+
+
+def _bind(bind_host: str, port: int, backlog: int, *, reuse_port: bool, listen: bool = True,
+          family: socket.AddressFamily | None = None, v6only: bool | None = None) -> socket.socket:
+    if family is None:
+        family, sockaddr = _resolve_bind_address(bind_host, port)
+    else:
+        sockaddr = (bind_host, port, 0, 0) if family == socket.AF_INET6 else (bind_host, port)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and bind_host == "::" and hasattr(socket, "IPV6_V6ONLY"):
-            # "::" means every address, IPv4 included, whatever the host's bindv6only default says.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+            if v6only is not None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+            elif bind_host == "::":
+                # "::" means every address, IPv4 included, whatever the host's bindv6only default says.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(sockaddr)
-        sock.listen(backlog)
+        if listen:
+            sock.listen(backlog)
         sock.set_inheritable(True)
     except OSError as exc:
         sock.close()

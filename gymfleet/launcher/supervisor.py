@@ -56,7 +56,7 @@ from gymfleet.head.app import Head, build_head_app
 from gymfleet.launcher.addresses import advertised_host, is_local_address
 from gymfleet.launcher.endpoints import DEFAULT_READINESS_TIMEOUT_S, wait_for_model_endpoints
 from gymfleet.launcher.logs import ProcessLog
-from gymfleet.launcher.ports import bind_socket
+from gymfleet.launcher.ports import LISTEN_BACKLOG, bind_socket
 from gymfleet.launcher.process import ManagedProcess, ProcessState, RestartPolicy
 from gymfleet.launcher.uvicorn_server import PromptServer
 from gymfleet.launcher.zygote import Zygote, ZygoteError, default_zygote, resolve_spawn_method
@@ -257,7 +257,9 @@ class Fleet:
     def _bind_servers(self, instances: list[ServerInstance]) -> None:
         for inst in instances:
             host = str(inst.host or self.config.get("default_host") or "127.0.0.1")
-            sock = bind_socket(host, int(inst.port or 0))
+            workers = inst.block.get("num_workers") or 1
+            # Several workers: one accept queue each (SO_REUSEPORT), so connection bursts queue instead of dropping.
+            sock = bind_socket(host, int(inst.port or 0), reuse_port=int(workers) > 1)
             port = sock.getsockname()[1]
             block = _block(self.config, inst)
             block["host"], block["port"] = host, port
@@ -274,7 +276,7 @@ class Fleet:
         app = build_head_app(self.head)
         server = _EmbeddedUvicorn(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=30,
-                           timeout_graceful_shutdown=1.0, backlog=2048,
+                           timeout_graceful_shutdown=1.0, backlog=LISTEN_BACKLOG,
                            **uvicorn_ssl_kwargs(current_settings().tls))
         )
         warn_if_exposed(self.head_host, current_settings().token, what="the head server")

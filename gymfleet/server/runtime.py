@@ -31,7 +31,7 @@ from gymfleet.config import get_instance, load_child_config
 from gymfleet.config import redact_secrets as _redact
 from gymfleet.launcher.addresses import advertised_host
 from gymfleet.launcher.lifeline import install_parent_watch, kill_own_process_group
-from gymfleet.launcher.ports import bind_socket
+from gymfleet.launcher.ports import LISTEN_BACKLOG, bind_socket, reuse_port_sibling
 from gymfleet.launcher.uvicorn_server import PromptServer
 from gymfleet.errors import GymFleetError
 from gymfleet.fdlimit import raise_open_file_limit
@@ -99,13 +99,26 @@ class _Server(PromptServer):
         await super().shutdown(sockets=sockets)
 
 
-def _listening_socket(host: str, port: int | None) -> socket.socket:
+def _listening_socket(host: str, port: int | None, workers: int) -> socket.socket:
     fd = os.environ.get(LISTEN_FD_ENV)
     if fd:
         sock = socket.socket(fileno=int(fd))
         sock.setblocking(False)
         return sock
-    return bind_socket(host, int(port or 0))
+    return bind_socket(host, int(port or 0), reuse_port=workers > 1)
+
+
+def _worker_socket(sock: socket.socket, worker: int) -> socket.socket:
+    """Worker 0 serves ``sock``; the others a socket of their own in its SO_REUSEPORT group, so each worker has its
+    own accept queue. A socket bound without SO_REUSEPORT (an old launcher, a container runtime) stays shared."""
+    if worker == 0 or not hasattr(socket, "SO_REUSEPORT"):
+        return sock
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        return sock
+    own = reuse_port_sibling(sock)
+    sock.close()  # this process's copy only: worker 0 and the launcher keep theirs
+    own.setblocking(False)
+    return own
 
 
 def serve(server_cls: type[SimpleServer]) -> None:
@@ -121,12 +134,14 @@ def serve(server_cls: type[SimpleServer]) -> None:
     instance = ctx["instance"]
     bind_host = str(server.config.host or "127.0.0.1")
     warn_if_exposed(bind_host, security.token, what=f"server '{server.config.name}'")
-    sock = _listening_socket(bind_host, server.config.port)
+    workers = int(server.config.num_workers or 1)
+    sock = _listening_socket(bind_host, server.config.port, workers)
     port = sock.getsockname()[1]
     # What is imported and built by now lives as long as the process: the collector need not scan it again
     # (cheaper collections, pages stay shared with forked workers, and exit skips a full collection).
     gc.freeze()
-    worker = fork_workers(int(server.config.num_workers or 1) - 1)  # before any thread exists
+    worker = fork_workers(workers - 1)  # before any thread exists
+    sock = _worker_socket(sock, worker)
     parent = os.environ.get(PARENT_PID_ENV)
     if parent and worker == 0:
         install_parent_watch(int(parent), on_orphan=lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -157,7 +172,7 @@ async def _serve(
         lifespan="on",
         loop="none",
         http="httptools" if _has("httptools") else "h11",
-        backlog=2048,
+        backlog=LISTEN_BACKLOG,
         **uvicorn_ssl_kwargs(current_settings().tls),
     )
     uv_server = _Server(uv_config)

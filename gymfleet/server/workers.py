@@ -1,7 +1,9 @@
 """Pre-forked worker processes for one server instance (``num_workers: N`` in its config block).
 
-All workers accept on the one listening socket (the kernel spreads connections), so one instance can hold more
-concurrent connections than one process's file-descriptor limit allows, and use more than one core. Only the first
+Each worker accepts on a listening socket of its own in one ``SO_REUSEPORT`` group on the instance's port (the
+launcher binds the port with ``reuse_port`` when ``num_workers > 1``): the kernel spreads new connections evenly and
+every worker has its own accept queue, so one instance holds more concurrent connections than one process's
+file-descriptor limit allows, absorbs connection bursts ``num_workers`` times larger, and uses more than one core. Only the first
 process registers with the head (the workers share its URL and instance id); the others die with it
 (``PR_SET_PDEATHSIG``) and are taken down with its process group on a normal stop.
 

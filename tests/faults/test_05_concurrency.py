@@ -60,17 +60,23 @@ async def _collect(head_url: str, dataset: Path, out: Path, n: int) -> dict[str,
     start = time.monotonic()
 
     async def dispatch(row: dict[str, Any]) -> dict[str, Any]:
-        seen["max_tasks"] = max(seen["max_tasks"], len(asyncio.all_tasks()))
         result = await inner(row)
         if seen["first_s"] is None:
             seen["first_s"] = time.monotonic() - start
         return result
 
+    async def count_tasks() -> None:  # sampled: asyncio.all_tasks() is O(tasks), too dear to call per rollout
+        while True:
+            seen["max_tasks"] = max(seen["max_tasks"], len(asyncio.all_tasks()))
+            await asyncio.sleep(0.1)
+
+    counter = asyncio.create_task(count_tasks())
     try:
-        await RolloutCollector(config, dispatch).run(handle_signals=False)
+        summary = await RolloutCollector(config, dispatch).run(handle_signals=False)
     finally:
+        counter.cancel()
         await transport.close_sessions()
-    return {"wall_s": time.monotonic() - start, **seen}
+    return {"wall_s": time.monotonic() - start, "retried": summary.retried, **seen}
 
 
 def _run(tmp_path: Path, scenario: Any, n: int, workers: int) -> None:
@@ -98,17 +104,19 @@ def _run(tmp_path: Path, scenario: Any, n: int, workers: int) -> None:
     acc = account(tmp_path / "out.jsonl", n)
     fd_headroom = {name: limits[name] - sampler.peak_fds[name] for name in groups}
     sc.observe(rollouts=n, time_to_first_response_s=stats["first_s"], wall_s=stats["wall_s"], ideal_s=2.0,
-               collector_max_tasks=stats["max_tasks"], peak_fds=dict(sampler.peak_fds), fd_limits=limits,
+               retried_attempts=stats["retried"], collector_max_tasks=stats["max_tasks"], peak_fds=dict(sampler.peak_fds), fd_limits=limits,
                peak_rss_mb={k: round(v / 2**20) for k, v in sampler.peak_rss.items()}, succeeded=acc["succeeded"],
                lost=acc["lost"], duplicated=acc["duplicated"], load_avg_1m=os.getloadavg()[0])
     sc.check("time to first response < 5 s", stats["first_s"] is not None and stats["first_s"] < 5)
     # Each admitted rollout is one task plus the one wait_for runs its dispatch in: 2 per slot, never per dataset row.
-    sc.check("collector's resident tasks bounded by admission (<= 2 x slots + 50)", stats["max_tasks"] <= 2 * n + 50)
+    sc.check("collector's resident tasks bounded by admission (<= 2 x slots + 50)",
+             0 < stats["max_tasks"] <= 2 * n + 50)
     sc.check("every process below its open-file limit", all(v > 0 for v in fd_headroom.values()))
     sc.check("pool wait exported as a metric (gymfleet_upstream_pool_wait_seconds)",
              "gymfleet_upstream_pool_wait_seconds" in metrics)
     sc.check("all rollouts succeeded, 0 lost, 0 duplicated",
              acc["succeeded"] == n and acc["lost"] == 0 and acc["duplicated"] == 0)
+    sc.check("no attempt failed (no connection refused, reset or timed out: 0 retried)", stats["retried"] == 0)
     sc.finish()
 
 

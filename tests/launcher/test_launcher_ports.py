@@ -10,7 +10,8 @@ import pytest
 
 from gymfleet.errors import AddressError, PortInUseError
 from gymfleet.launcher.addresses import is_local_address
-from gymfleet.launcher.ports import bind_socket, describe_port_holder
+from gymfleet.errors import ServerError
+from gymfleet.launcher.ports import bind_socket, describe_port_holder, reuse_port_sibling
 from gymfleet.launcher.process import ManagedProcess
 from tests.launcher.launcher_helpers import Cleanup, child_argv, quiet_log, script_argv
 
@@ -45,6 +46,49 @@ def test_second_bind_names_the_holder_process() -> None:
         holder.stdin.close()
         holder.stdout.close()
         holder.wait(timeout=5)
+
+
+def test_reuse_port_group_spreads_connections_over_its_sockets() -> None:
+    with bind_socket("127.0.0.1", reuse_port=True) as first, reuse_port_sibling(first) as second:
+        port = first.getsockname()[1]
+        assert second.getsockname()[1] == port
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(64)]
+        try:
+            accepted = []
+            for listener in (first, second):
+                listener.setblocking(False)
+                count = 0
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    conn.close()
+                    count += 1
+                accepted.append(count)
+            assert sum(accepted) == 64 and min(accepted) > 0, accepted  # each socket has its own queue
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_reuse_port_never_joins_a_port_somebody_else_holds() -> None:
+    for stranger_reuses in (False, True):
+        stranger = socket.socket()
+        if stranger_reuses:  # even a holder that itself allows SO_REUSEPORT sharing
+            stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        try:
+            with pytest.raises(PortInUseError):
+                bind_socket("127.0.0.1", stranger.getsockname()[1], reuse_port=True)
+        finally:
+            stranger.close()
+
+
+def test_a_plain_socket_gets_no_siblings() -> None:
+    with bind_socket("127.0.0.1") as sock, pytest.raises(ServerError, match="SO_REUSEPORT"):
+        reuse_port_sibling(sock)
 
 
 def test_holder_of_a_free_port_is_unknown() -> None:

@@ -1,4 +1,5 @@
-"""num_workers: several processes accept on one instance's socket; one registration; they die together."""
+"""num_workers: several processes serve one instance's port, each on its own SO_REUSEPORT socket (its own accept
+queue); one registration; they die together."""
 
 from __future__ import annotations
 
@@ -23,6 +24,33 @@ def worker_pids(primary: int) -> list[int]:
     return kids
 
 
+def listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
 def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
     args = ["-c", EXAMPLE_CONFIG, "-c", SCRIPTED_CONFIG, "++head_server.port=0",
             f"++{AGENT}.responses_api_agents.simple_agent.num_workers=3"]
@@ -32,6 +60,11 @@ def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
         primary = agents[0]["pid"]
         workers = worker_pids(primary)
         assert len(workers) == 2, workers
+        # One listening socket per worker on the one port: three accept queues, each held by exactly one worker.
+        listening = listening_inodes(int(fleet.url(AGENT).rsplit(":", 1)[1]))
+        assert len(listening) == 3, listening
+        held = [socket_inodes(p) & listening for p in (primary, *workers)]
+        assert all(len(h) == 1 for h in held) and len(set().union(*held)) == 3, held
         with httpx.Client(timeout=30) as client:
             rewards = [client.post(fleet.url(AGENT) + "/run", json={"responses_create_params": {
                 "input": "weather in Rome?", "tools": [{"type": "function", "name": "get_weather", "parameters": {
