@@ -33,7 +33,8 @@ def main() -> None:
             runs.append(one_run(Path(tmp)))
     summary = {key: median([r[key] for r in runs]) for key in runs[0]}
     print_table("startup / idle memory / shutdown (median of %d)" % args.runs,
-                [{"metric": k, "median": v, "runs": ", ".join(f"{r[k]:.2f}" for r in runs)} for k, v in summary.items()])
+                [{"metric": k, "median": v, "runs": ", ".join(f"{r[k]:.2f}" for r in runs)}
+                 for k, v in summary.items()])
     write_json("startup", {"runs": runs, "median": summary,
                            "targets": {"startup_s": 1.5, "idle_rss_mb": 400, "shutdown_s": 1.0}})
 

@@ -30,7 +30,9 @@ HOPS_PER_ROLLOUT = 6  # collector->agent /run, seed_session, model x2, tool, ver
 
 
 def make_dataset(path: Path, rows: int) -> None:
-    base = json.loads((REPO / "resources_servers/example_single_tool_call/data/example.jsonl").read_text().splitlines()[0])
+    base = json.loads(
+        (REPO / "resources_servers/example_single_tool_call/data/example.jsonl").read_text().splitlines()[0]
+    )
     with path.open("w") as fh:
         for i in range(rows):
             row = json.loads(json.dumps(base))

@@ -12,7 +12,9 @@ from gymfleet.errors import ClientError, HeadUnreachableError
 __all__ = ["fetch_status", "format_status"]
 
 
-async def fetch_status(head_url: str, *, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+async def fetch_status(
+    head_url: str, *, timeout_s: float = 5.0, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """``/server_instances`` of the head, each entry with ``healthy`` and ``latency_ms`` from a live ``GET /``."""
     try:
         resp = await transport.send("GET", f"{head_url}/server_instances", headers=headers,

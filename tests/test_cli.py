@@ -66,7 +66,8 @@ def test_startup_deadline_names_the_stuck_server(tmp_path):
 
 
 def test_legacy_help_and_no_servers_message(tmp_path):
-    out = subprocess.run([sys.executable, "-c", "import sys; from gymfleet.cli.legacy import ng_run; sys.exit(ng_run())",
+    out = subprocess.run([sys.executable, "-c",
+                          "import sys; from gymfleet.cli.legacy import ng_run; sys.exit(ng_run())",
                           "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "+config_paths" in out.stdout
     empty = run_cli("run", "++head_server.port=0", cwd=tmp_path)

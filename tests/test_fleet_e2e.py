@@ -67,7 +67,9 @@ def test_head_root_and_server_instances_shape(fleet):
         assert item["status"] == "healthy" and item["uptime_seconds"] >= 0
         assert pid_alive(item["pid"])
     agent = next(i for i in instances if i["process_name"] == AGENT)
-    assert (agent["server_type"], agent["name"], agent["entrypoint"]) == ("responses_api_agents", "simple_agent", "app.py")
+    assert (agent["server_type"], agent["name"], agent["entrypoint"]) == (
+        "responses_api_agents", "simple_agent", "app.py"
+    )
     assert agent["dir_path"].endswith("responses_api_agents/simple_agent")
 
 
@@ -152,7 +154,9 @@ def test_status_json(fleet):
 
 def test_bad_requests_get_4xx_not_500(fleet):
     agent = fleet.url(AGENT)
-    bad_json = httpx.post(agent + "/run", content=b"{not json", headers={"content-type": "application/json"}, timeout=10)
+    bad_json = httpx.post(
+        agent + "/run", content=b"{not json", headers={"content-type": "application/json"}, timeout=10
+    )
     assert bad_json.status_code == 422
     wrong_type = httpx.post(agent + "/run", json={"responses_create_params": {"input": 42}}, timeout=10)
     assert wrong_type.status_code == 422

@@ -56,7 +56,9 @@ async def test_connection_refused_is_typed_after_bounded_attempts():
 async def test_total_deadline_is_typed():
     async with running_peer() as peer:
         with pytest.raises(UpstreamTimeoutError):
-            await transport.send("GET", peer.url + "/slow", timeout=transport.Timeouts(connect=1, total=0.3), retry=FAST)
+            await transport.send(
+                "GET", peer.url + "/slow", timeout=transport.Timeouts(connect=1, total=0.3), retry=FAST
+            )
 
 
 async def test_dropped_connection_is_typed():

@@ -16,7 +16,8 @@ from gymfleet.logs import configure_logging
 __all__ = ["ng_collect_rollouts", "ng_dump_config", "ng_run", "ng_status"]
 
 _HELP = {
-    "ng_run": 'Start a fleet: ng_run "+config_paths=[a.yaml,b.yaml]" [+launch_mode=auto|head|worker|head-only] [++k=v ...]',
+    "ng_run": 'Start a fleet: ng_run "+config_paths=[a.yaml,b.yaml]" '
+    "[+launch_mode=auto|head|worker|head-only] [++k=v ...]",
     "ng_collect_rollouts": "Collect rollouts: ng_collect_rollouts +agent_name=AGENT +input_jsonl_fpath=IN.jsonl "
     "+output_jsonl_fpath=OUT.jsonl [+limit=N] [+num_repeats=K] [+num_samples_in_parallel=C] [+resume_from_cache=true]",
     "ng_status": "Show registered servers: ng_status [++head_server.host=H ++head_server.port=P] [+json=true]",

@@ -51,7 +51,6 @@ def _apply_security(config: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from gymfleet.config import load_config
     from gymfleet.launcher import LaunchOptions, run_fleet
-
     from gymfleet.security import prepare_launcher_config, scrub_own_environ
 
     cfg = load_config(_config_overrides(args.config, args.overrides))

@@ -51,7 +51,9 @@ def _parser() -> Any:
 # parsed here with Hydra's own typing rules for them; anything else goes to Hydra's grammar. Importing that grammar
 # costs ~0.2 s of every command's start-up. tests/config/test_overrides_fast.py checks both agree.
 _KEY = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_FAST_TOKEN = re.compile(rf"^(?P<prefix>\+\+|\+|)(?P<key>{_KEY})=(?P<value>[^\s'\"${{}}()\\=,\[\]]*|\[[^\s'\"${{}}()\\=\[\]]*\])$")
+_FAST_TOKEN = re.compile(
+    rf"^(?P<prefix>\+\+|\+|)(?P<key>{_KEY})=(?P<value>[^\s'\"${{}}()\\=,\[\]]*|\[[^\s'\"${{}}()\\=\[\]]*\])$"
+)
 _FAST_DELETE = re.compile(rf"^~(?P<key>{_KEY})$")
 _INT = re.compile(r"^[+-]?(?:0|[1-9][0-9]*)$")
 _STRING = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")

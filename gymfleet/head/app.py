@@ -182,7 +182,12 @@ def build_head_app(head: Head) -> FastAPI:
         if head.registry.heartbeat(ref.instance_id):
             return _json({"ok": True, "version": head.registry.version})
         return _json(
-            {"error": {"type": "unknown_instance", "message": f"instance {ref.instance_id} is not registered; register again"}},
+            {
+                "error": {
+                    "type": "unknown_instance",
+                    "message": f"instance {ref.instance_id} is not registered; register again",
+                }
+            },
             404,
         )
 

@@ -28,7 +28,9 @@ class InstanceInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instance_id: str | None = Field(default=None, description="Stable id of this process; the head assigns one if absent")
+    instance_id: str | None = Field(
+        default=None, description="Stable id of this process; the head assigns one if absent"
+    )
     name: str = Field(description="Top-level instance name (what clients pass as server_name)", min_length=1)
     server_type: Literal["resources_servers", "responses_api_agents", "responses_api_models"]
     impl: str = Field(min_length=1)
@@ -100,7 +102,8 @@ class Registry:
 
     # -------------------------------------------------------------------------------- mutations
     def register(self, info: InstanceInfo) -> RegisteredInstance:
-        """Add or refresh an instance. Re-registering the same id (after a head restart, or a second call) is idempotent."""
+        """Add or refresh an instance. Re-registering the same id (after a head restart, or a second call) is
+        idempotent."""
         instance_id = info.instance_id or uuid.uuid4().hex
         now = self._clock()
         existing = self._instances.get(instance_id)

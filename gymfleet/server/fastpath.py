@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute, serialize_response
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -86,6 +88,18 @@ def _is_plain(route: Any) -> bool:
     return inspect.iscoroutinefunction(d.call)
 
 
+def _shadowed(path: str, earlier: list[Any]) -> bool:
+    """Could Starlette route a POST to ``path`` to one of the ``earlier`` routes (it takes the first full match)?"""
+    for route in earlier:
+        regex = getattr(route, "path_regex", None)
+        if regex is None:
+            return True  # a Host or a custom route: we cannot tell, so FastAPI decides
+        methods = getattr(route, "methods", None)
+        if regex.match(path) and (methods is None or "POST" in methods):
+            return True
+    return False
+
+
 def _is_json(scope: Scope) -> bool:
     for key, value in scope["headers"]:
         if key == b"content-type":
@@ -121,14 +135,9 @@ class FastJSONRouteMiddleware:
         routes = fastapi_app.router.routes
         if len(routes) != self._built_for:  # routes are added after the middleware is installed: build lazily
             table: dict[str, _Plain] = {}
-            seen: set[str] = set()
-            for route in routes:
-                path = getattr(route, "path", None)
-                if path is None or path in seen:
-                    continue  # the first route matching a path wins in Starlette: never shadow it
-                seen.add(path)
-                if _is_plain(route):
-                    table[path] = _Plain(route)
+            for index, route in enumerate(routes):
+                if _is_plain(route) and route.path not in table and not _shadowed(route.path, routes[:index]):
+                    table[route.path] = _Plain(route)
             self._routes = table
             self._built_for = len(routes)
         return self._routes
@@ -169,7 +178,11 @@ class FastJSONRouteMiddleware:
             handler = _lookup_handler(fastapi_app.exception_handlers, exc)
             if handler is None:
                 raise
-            response = await handler(request or Request(scope, replay), exc)
+            request = request or Request(scope, replay)
+            if is_async_callable(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
         await response(scope, replay, send)
 
     async def _respond(self, plain: _Plain, result: Any) -> Response:

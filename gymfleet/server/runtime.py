@@ -29,12 +29,12 @@ from gymfleet.auth import warn_if_exposed
 from gymfleet.client import ServerClient, _head_url
 from gymfleet.config import get_instance, load_child_config
 from gymfleet.config import redact_secrets as _redact
+from gymfleet.errors import GymFleetError
+from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.launcher.addresses import advertised_host
 from gymfleet.launcher.lifeline import install_parent_watch, kill_own_process_group
 from gymfleet.launcher.ports import LISTEN_BACKLOG, bind_socket, reuse_port_sibling
 from gymfleet.launcher.uvicorn_server import PromptServer
-from gymfleet.errors import GymFleetError
-from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.logs import configure_logging
 from gymfleet.security import apply_process_settings, current_settings, fleet_scheme, settings_from_config
 from gymfleet.server.registrar import Registrar
@@ -115,7 +115,11 @@ def _worker_socket(sock: socket.socket, worker: int) -> socket.socket:
         return sock
     if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
         return sock
-    own = reuse_port_sibling(sock)
+    try:
+        own = reuse_port_sibling(sock)
+    except (GymFleetError, OSError) as exc:
+        logger.warning("worker %d shares the listening socket (no socket of its own: %s)", worker, exc)
+        return sock
     sock.close()  # this process's copy only: worker 0 and the launcher keep theirs
     own.setblocking(False)
     return own

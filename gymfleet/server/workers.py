@@ -3,8 +3,8 @@
 Each worker accepts on a listening socket of its own in one ``SO_REUSEPORT`` group on the instance's port (the
 launcher binds the port with ``reuse_port`` when ``num_workers > 1``): the kernel spreads new connections evenly and
 every worker has its own accept queue, so one instance holds more concurrent connections than one process's
-file-descriptor limit allows, absorbs connection bursts ``num_workers`` times larger, and uses more than one core. Only the first
-process registers with the head (the workers share its URL and instance id); the others die with it
+file-descriptor limit allows, absorbs connection bursts ``num_workers`` times larger, and uses more than one core.
+Only the first process registers with the head (the workers share its URL and instance id); the others die with it
 (``PR_SET_PDEATHSIG``) and are taken down with its process group on a normal stop.
 
 In-memory state is per worker: use ``num_workers > 1`` for stateless servers (agents, model proxies), not for a

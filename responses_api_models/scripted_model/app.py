@@ -62,7 +62,9 @@ def _arguments(tool: dict[str, Any], user_text: str) -> dict[str, Any]:
     for name in required:
         prop = props.get(name)
         kind = prop.get("type", "string") if isinstance(prop, dict) else "string"
-        args[name] = 0 if kind in ("integer", "number") else (False if kind == "boolean" else _argument_value(user_text))
+        args[name] = (
+            0 if kind in ("integer", "number") else (False if kind == "boolean" else _argument_value(user_text))
+        )
     return args
 
 
@@ -107,7 +109,8 @@ class ScriptedModel(SimpleResponsesAPIModel):
         if kind == "call":
             name, args = value
             item: dict[str, Any] = {
-                "type": "function_call", "id": f"fc_{uuid.uuid4().hex[:16]}", "call_id": f"call_{uuid.uuid4().hex[:16]}",
+                "type": "function_call", "id": f"fc_{uuid.uuid4().hex[:16]}",
+                "call_id": f"call_{uuid.uuid4().hex[:16]}",
                 "name": name, "arguments": orjson.dumps(args).decode(), "status": "completed",
             }
             text = item["arguments"]

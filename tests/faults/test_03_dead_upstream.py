@@ -68,7 +68,8 @@ def test_connection_refused_fails_fast_bounded_and_recovers(tmp_path: Path, scen
     sc.check(f"<= {ATTEMPTS - 1} retries per call at the model server", len(retries) <= 6 * (ATTEMPTS - 1))
     sc.check("the agent did not retry the model server's typed 502", not agent_retries)
     sc.check("first failure logged at once with URL and cause",
-             base.removesuffix("/v1") in first and ("refused" in first.lower() or "connect call failed" in first.lower()))
+             base.removesuffix("/v1") in first
+             and ("refused" in first.lower() or "connect call failed" in first.lower()))
     sc.check(f"permits released: {CAP}-slot model server serves all 6 after recovery", recovered["succeeded"] == 6)
     sc.finish()
 

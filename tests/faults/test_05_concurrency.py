@@ -86,11 +86,13 @@ def _run(tmp_path: Path, scenario: Any, n: int, workers: int) -> None:
     with _bench() as (bench, throughput):
         dataset = tmp_path / "data.jsonl"
         throughput.make_dataset(dataset, n)
-        args = ["-c", bench.EXAMPLE, "-c", bench.SCRIPTED, "++policy_model.responses_api_models.scripted_model.latency_ms=1000",
+        args = ["-c", bench.EXAMPLE, "-c", bench.SCRIPTED,
+                "++policy_model.responses_api_models.scripted_model.latency_ms=1000",
                 f"++policy_model.responses_api_models.scripted_model.num_workers={workers}",
                 f"++{bench.AGENT}.responses_api_agents.simple_agent.num_workers={workers}"]
         with start_fleet(tmp_path, args, timeout_s=120) as fleet:
-            groups = {name: [int(s["pid"]), *bench.children(int(s["pid"]))] for name, s in fleet.ready["servers"].items()}
+            groups = {name: [int(s["pid"]), *bench.children(int(s["pid"]))]
+                      for name, s in fleet.ready["servers"].items()}
             groups["collector"] = [os.getpid()]
             limits = {name: min(_soft_nofile(p) for p in pids) for name, pids in groups.items()}
             sampler = bench.Sampler(groups)
@@ -104,7 +106,8 @@ def _run(tmp_path: Path, scenario: Any, n: int, workers: int) -> None:
     acc = account(tmp_path / "out.jsonl", n)
     fd_headroom = {name: limits[name] - sampler.peak_fds[name] for name in groups}
     sc.observe(rollouts=n, time_to_first_response_s=stats["first_s"], wall_s=stats["wall_s"], ideal_s=2.0,
-               retried_attempts=stats["retried"], collector_max_tasks=stats["max_tasks"], peak_fds=dict(sampler.peak_fds), fd_limits=limits,
+               retried_attempts=stats["retried"], collector_max_tasks=stats["max_tasks"],
+               peak_fds=dict(sampler.peak_fds), fd_limits=limits,
                peak_rss_mb={k: round(v / 2**20) for k, v in sampler.peak_rss.items()}, succeeded=acc["succeeded"],
                lost=acc["lost"], duplicated=acc["duplicated"], load_avg_1m=os.getloadavg()[0])
     sc.check("time to first response < 5 s", stats["first_s"] is not None and stats["first_s"] < 5)

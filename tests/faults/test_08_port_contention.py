@@ -35,7 +35,10 @@ def test_two_deployments_at_once_get_disjoint_held_ports(tmp_path: Path, scenari
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     start = time.monotonic()
-    with start_fleet(tmp_path / "a", ARGS, wait_ready=False) as a, start_fleet(tmp_path / "b", ARGS, wait_ready=False) as b:
+    with (
+        start_fleet(tmp_path / "a", ARGS, wait_ready=False) as a,
+        start_fleet(tmp_path / "b", ARGS, wait_ready=False) as b,
+    ):
         for fleet, tmp in ((a, tmp_path / "a"), (b, tmp_path / "b")):
             procs.wait_for(lambda tmp=tmp, fleet=fleet: any(tmp.glob("ready-*.json")) or fleet.proc.poll() is not None,
                            90)

@@ -76,7 +76,8 @@ def test_infrastructure_failures_are_typed_and_kept_out_of_rewards(tmp_path: Pat
     sc.check("no environment-fault row 'succeeded' (each is a typed failure)", not fault_successes)
     sc.check("rows lost == 0 and duplicated == 0", typed["lost"] == 0 and typed["duplicated"] == 0)
     sc.check("reward statistics from real rewards only (mean/reward == 1.0)", mean_reward == 1.0)
-    sc.check("past max_failure_rate the run aborts (CollectionAbortedError)", isinstance(error2, CollectionAbortedError))
+    sc.check("past max_failure_rate the run aborts (CollectionAbortedError)",
+             isinstance(error2, CollectionAbortedError))
     sc.check("the shortfall is reported (missing > 0, summary not ok)",
              summary2 is not None and summary2.missing > 0 and not summary2.ok and aborted["lost"] > 0)
     sc.check("0 reward-0 rows in the aborted run", aborted["rewards"] in ({}, {1.0: aborted["succeeded"]}))

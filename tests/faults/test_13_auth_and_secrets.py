@@ -63,7 +63,8 @@ def test_strangers_get_401_and_secrets_leak_nowhere(tmp_path: Path, scenario) ->
                        client.get(head + "/registry/instances", headers=auth).text]
         logs = [fleet.log_path, *sorted((tmp_path / "logs").glob("*.log"))]
         texts = {str(p): p.read_text(errors="replace") for p in logs}
-        texts.update({f"/proc/{pid}": exposed_text(pid) for pid in [fleet.proc.pid, *procs.descendants(fleet.proc.pid)]})
+        texts.update({f"/proc/{pid}": exposed_text(pid)
+                      for pid in [fleet.proc.pid, *procs.descendants(fleet.proc.pid)]})
         texts.update({f"answer {i}": a for i, a in enumerate(answers)})
     leaks = sorted(where for where, text in texts.items() if token in text or api_key in text)
     sc.observe(probes=len(probes), anonymous_401=sum(s == 401 for s in anonymous.values()),

@@ -86,7 +86,8 @@ def test_sigkill_of_the_launcher_then_immediate_restart_on_the_same_ports(tmp_pa
 
 
 def test_server_killed_takes_its_sidecar_with_it(tmp_path: Path, scenario) -> None:
-    sc = scenario(14, "server dies while its sidecar runs", "sidecar gone within seconds; restarted server has a new one")
+    sc = scenario(14, "server dies while its sidecar runs",
+                  "sidecar gone within seconds; restarted server has a new one")
     with start_fleet(tmp_path, ["-c", FAULT_CONFIG, "-c", SCRIPTED_CONFIG, SIDECAR]) as fleet:
         url = fleet.url("faulty_env")
         first = httpx.get(url + "/sidecar", timeout=10).json()

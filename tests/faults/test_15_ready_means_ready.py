@@ -79,7 +79,8 @@ def test_endpoint_that_never_serves_fails_startup_naming_it(tmp_path: Path, scen
                   "named with its server; never 'ready'")
     held, base = _held()
     try:
-        code, log, wall = _launch_fails(tmp_path, ["++head_server.port=0", "++model_endpoint_readiness_timeout_seconds=3"],
+        code, log, wall = _launch_fails(tmp_path,
+                                        ["++head_server.port=0", "++model_endpoint_readiness_timeout_seconds=3"],
                                         base=openai_args(base))
     finally:
         held.close()

@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 
-from gymfleet.errors import AddressError, PortInUseError
+from gymfleet.errors import AddressError, PortInUseError, ServerError
 from gymfleet.launcher.addresses import is_local_address
-from gymfleet.errors import ServerError
 from gymfleet.launcher.ports import bind_socket, describe_port_holder, reuse_port_sibling
 from gymfleet.launcher.process import ManagedProcess
 from tests.launcher.launcher_helpers import Cleanup, child_argv, quiet_log, script_argv

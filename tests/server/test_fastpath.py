@@ -158,6 +158,41 @@ async def test_plain_routes_take_the_fast_lane_and_others_do_not() -> None:
     assert lane.answered == before  # the full app answered those
 
 
+async def test_an_earlier_route_that_matches_the_path_keeps_it() -> None:
+    """Starlette routes to the first full match: a catch-all POST declared before a plain route shadows it."""
+    apps = []
+    for fast in (False, True):
+        app = FastAPI()
+        if fast:
+            app.add_middleware(FastJSONRouteMiddleware)
+
+        @app.post("/{name}")
+        async def catch_all(name: str) -> dict[str, str]:
+            return {"caught": name}
+
+        @app.post("/typed")
+        async def typed(body: Query) -> Answer:
+            return Answer(city=body.city, days=body.days)
+
+        def sync_handler(request: Request, exc: Exception) -> Any:  # a plain def handler: run in the threadpool
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"sync_handler": str(exc)}, status_code=409)
+
+        @app.post("/x/conflict")
+        async def conflict(body: Query) -> Answer:
+            raise LookupError(body.city)
+
+        app.add_exception_handler(LookupError, sync_handler)
+        apps.append(app)
+    for path in ("/typed", "/x/conflict"):
+        expected = await answer(apps[0], path, {"json": {"city": "Oslo"}})
+        assert await answer(apps[1], path, {"json": {"city": "Oslo"}}) == expected
+    assert (await answer(apps[1], "/typed", {"json": {"city": "Oslo"}}))[1] == b'{"caught":"typed"}'
+    assert (await answer(apps[1], "/x/conflict", {"json": {"city": "Oslo"}}))[0] == 409
+    assert _fast_lane(apps[1]).answered == 2  # /x/conflict twice; /typed never (it is shadowed)
+
+
 async def test_routes_added_after_the_first_request_are_served() -> None:
     app = build(fast=True)
     await answer(app, "/typed", {"json": {"city": "Oslo"}})
