@@ -32,7 +32,7 @@ def main() -> None:
         for _ in range(args.runs):
             runs.append(one_run(Path(tmp)))
     summary = {key: median([r[key] for r in runs]) for key in runs[0]}
-    print_table("startup / idle memory / shutdown (median of %d)" % args.runs,
+    print_table(f"startup / idle memory / shutdown (median of {args.runs})",
                 [{"metric": k, "median": v, "runs": ", ".join(f"{r[k]:.2f}" for r in runs)}
                  for k, v in summary.items()])
     write_json("startup", {"runs": runs, "median": summary,
