@@ -105,9 +105,10 @@ def test_hung_and_cpu_bound_verify_are_cut_and_do_not_stall_the_server(tmp_path:
     sc.check("the 18 other rows succeed", acc["succeeded"] == 18 and acc["rewards"] == {1.0: 18})
     sc.check("rows lost == 0 and duplicated == 0", acc["lost"] == 0 and acc["duplicated"] == 0)
     sc.check("cut by the per-call deadlines, not the 30 s rollout deadline", wall < 20)
-    # The bound tolerates CPU contention on a shared 2-core box; a blocked loop costs the full 1 s (the control).
-    sc.check("other traffic p99 stays within max(3x baseline, baseline + 300 ms)",
-             fault_p99 <= max(3 * base_p99, base_p99 + 300))
+    # The bound tolerates CPU contention on a shared 2-core box (a one-off ~0.5 s scheduling blip was seen once in a
+    # full-suite run, with ~100 probes p99 is the 2nd-worst sample); a blocked loop costs the full 1 s (the control).
+    sc.check("other traffic p99 stays within max(3x baseline, baseline + 600 ms)",
+             fault_p99 <= max(3 * base_p99, base_p99 + 600))
     sc.check("no probe failed", prober.errors == 0)
-    sc.check("control: the probe does see a 1 s in-loop stall (>= 500 ms)", inline_max >= 500)
+    sc.check("control: the probe does see a 1 s in-loop stall (>= 800 ms)", inline_max >= 800)
     sc.finish()
