@@ -58,7 +58,7 @@ from gymfleet.launcher.endpoints import DEFAULT_READINESS_TIMEOUT_S, wait_for_mo
 from gymfleet.launcher.logs import ProcessLog
 from gymfleet.launcher.ports import LISTEN_BACKLOG, bind_socket
 from gymfleet.launcher.process import ManagedProcess, ProcessState, RestartPolicy
-from gymfleet.launcher.uvicorn_server import PromptServer
+from gymfleet.launcher.uvicorn_server import PromptServer, http_protocol
 from gymfleet.launcher.zygote import Zygote, ZygoteError, default_zygote, resolve_spawn_method
 from gymfleet.security import CHILD_ENV_SCRUB, current_settings, fleet_scheme, prepare_launcher_config
 from gymfleet.tls import uvicorn_ssl_kwargs
@@ -276,7 +276,7 @@ class Fleet:
         app = build_head_app(self.head)
         server = _EmbeddedUvicorn(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=30,
-                           timeout_graceful_shutdown=1.0, backlog=LISTEN_BACKLOG,
+                           http=http_protocol(), timeout_graceful_shutdown=1.0, backlog=LISTEN_BACKLOG,
                            **uvicorn_ssl_kwargs(current_settings().tls))
         )
         warn_if_exposed(self.head_host, current_settings().token, what="the head server")

@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import uvicorn
 
-__all__ = ["PromptServer"]
+__all__ = ["PromptServer", "http_protocol"]
 
 _TICK_S = 0.1  # uvicorn's housekeeping period (date header, request limit)
+
+
+def http_protocol() -> Any:
+    """uvicorn's ``http=``: httptools writing each small answer in one send (:mod:`gymfleet.server.coalesce`), or
+    h11 where httptools is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"
+    from gymfleet.server.coalesce import CoalescingHttpToolsProtocol
+
+    return CoalescingHttpToolsProtocol
 
 
 class PromptServer(uvicorn.Server):

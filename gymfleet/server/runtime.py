@@ -34,7 +34,7 @@ from gymfleet.fdlimit import raise_open_file_limit
 from gymfleet.launcher.addresses import advertised_host
 from gymfleet.launcher.lifeline import install_parent_watch, kill_own_process_group
 from gymfleet.launcher.ports import LISTEN_BACKLOG, bind_socket, reuse_port_sibling
-from gymfleet.launcher.uvicorn_server import PromptServer
+from gymfleet.launcher.uvicorn_server import PromptServer, http_protocol
 from gymfleet.logs import configure_logging
 from gymfleet.security import apply_process_settings, current_settings, fleet_scheme, settings_from_config
 from gymfleet.server.registrar import Registrar
@@ -175,7 +175,7 @@ async def _serve(
         timeout_graceful_shutdown=float(config.get("graceful_shutdown_s", 5.0)),
         lifespan="on",
         loop="none",
-        http="httptools" if _has("httptools") else "h11",
+        http=http_protocol(),
         backlog=LISTEN_BACKLOG,
         **uvicorn_ssl_kwargs(current_settings().tls),
     )
@@ -241,10 +241,3 @@ def _run(coro: Any) -> None:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
