@@ -136,7 +136,7 @@ def write_doc(table: list[dict[str, str]], *, command: str, wall_s: float, path:
         "  or timed out: uvicorn re-listened on the launcher's socket with its own backlog (2048), and all workers",
         "  shared one accept queue. Now the backlog stays at `net.core.somaxconn`, each of `num_workers` has its own",
         "  `SO_REUSEPORT` socket (its own queue), and the collector ramps admission up (slow start):",
-        "  first answer ~4 s, 0 failed attempts.",
+        "  first answer ~3-4 s, 0 failed attempts.",
         "* #11: `Retry-After` was slept exactly, so every throttled caller came back in lockstep: now never sooner,",
         "  plus up to 25% jitter (`RetryPolicy.wait_after`).",
         "* #15: the launcher said ready with nothing behind `base_url`: it now waits for every model server's upstream",
