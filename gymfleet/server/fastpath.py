@@ -33,7 +33,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gymfleet.server.limits import replay_body
 
 __all__ = ["FastJSONRouteMiddleware"]
 
@@ -154,7 +156,7 @@ class FastJSONRouteMiddleware:
         body = await _read(receive)
         if body is None:
             return  # the client left mid-body: nobody to answer, nothing for the handler to do
-        replay = _replayer(body, receive)
+        replay = replay_body(body, receive)
         try:
             value, errors = plain.field.validate(orjson.loads(body), {}, loc=("body",)) if body else (None, True)
         except orjson.JSONDecodeError:
@@ -206,16 +208,3 @@ async def _read(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _replayer(body: bytes, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
