@@ -73,3 +73,19 @@ def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
         assert rewards == [1.0] * 12
         os.kill(primary, signal.SIGKILL)  # workers must not outlive their primary
         assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10)
+        # The launcher restarts the instance on the same port: three workers, three queues again, and it serves
+        # (connections made while it was down waited in the launcher-held socket's queue).
+        port = int(fleet.url(AGENT).rsplit(":", 1)[1])
+
+        def restarted() -> bool:
+            now = [i for i in fleet.instances() if i["process_name"] == AGENT and i["pid"] != primary]
+            return any(len(worker_pids(i["pid"])) == 2 for i in now)
+
+        assert wait_until(restarted, 30)
+        assert wait_until(lambda: len(listening_inodes(port)) == 3, 10), listening_inodes(port)
+        with httpx.Client(timeout=30) as client:
+            rewards = [client.post(fleet.url(AGENT) + "/run", json={"responses_create_params": {
+                "input": "weather in Oslo?", "tools": [{"type": "function", "name": "get_weather", "parameters": {
+                    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}})
+                .json()["reward"] for _ in range(12)]
+        assert rewards == [1.0] * 12
