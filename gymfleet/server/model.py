@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
@@ -37,6 +40,19 @@ class SimpleResponsesAPIModel(SimpleServer):
             )
 
         return app
+
+    @contextlib.asynccontextmanager
+    async def upstream_slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_concurrent_requests`` slots (config; unset or 0: unbounded) around an upstream call."""
+        semaphore = getattr(self, "_upstream_semaphore", None)
+        if semaphore is None:
+            limit = getattr(self.config, "max_concurrent_requests", None)
+            if not limit:
+                yield
+                return
+            semaphore = self._upstream_semaphore = asyncio.Semaphore(int(limit))
+        async with semaphore:
+            yield
 
     def model_id(self) -> str:
         """The model name reported by ``/v1/models``."""

@@ -6,10 +6,7 @@ forced to ``openai_model``. Upstream calls have deadlines and bounded retries (4
 ``Retry-After``); an upstream error status becomes a typed 502 naming the URL and the upstream's message.
 """
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -50,8 +47,6 @@ class OpenAIModel(SimpleResponsesAPIModel):
             **self.config.openai_default_headers,
             "Authorization": f"Bearer {self.config.openai_api_key}",
         }
-        limit = self.config.max_concurrent_requests
-        self._semaphore = asyncio.Semaphore(limit) if limit else None
 
     def model_id(self) -> str:
         return self.config.openai_model
@@ -70,7 +65,7 @@ class OpenAIModel(SimpleResponsesAPIModel):
 
     async def _post(self, path: str, payload: dict[str, Any], expected: type[BaseModel]) -> dict[str, Any]:
         url = f"{self._base_url}{path}"
-        async with self._slot():
+        async with self.upstream_slot():
             resp = await transport.send(
                 "POST", url, json=payload, headers=self._headers,
                 timeout=transport.Timeouts(connect=self.config.connect_timeout_s, total=self.config.request_timeout_s),
@@ -87,14 +82,6 @@ class OpenAIModel(SimpleResponsesAPIModel):
                 url=url,
             ) from exc
         return data
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._semaphore is None:
-            yield
-            return
-        async with self._semaphore:
-            yield
 
 
 if __name__ == "__main__":

@@ -10,14 +10,11 @@ With ``return_token_id_information`` every answer carries the exact tokens of th
 ``generation_token_ids``, ``generation_log_probs``) for RL training.
 """
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import Field
@@ -80,8 +77,6 @@ class VLLMModel(SimpleResponsesAPIModel):
         self._urls = [u.rstrip("/") for u in urls]
         self._down_until = [0.0] * len(self._urls)
         self._headers = {**self.config.default_headers, "Authorization": f"Bearer {self.config.api_key}"}
-        limit = self.config.max_concurrent_requests
-        self._semaphore = asyncio.Semaphore(limit) if limit else None
         # With several engines, give up on a dead one quickly and fail over instead of retrying it.
         self._retry = (
             transport.RetryPolicy(max_attempts=2) if len(self._urls) > 1 else transport.RetryPolicy()
@@ -120,7 +115,7 @@ class VLLMModel(SimpleResponsesAPIModel):
         except ConversionError as exc:
             return _invalid_request(exc)
         index = self._sticky_index()
-        async with self._slot():
+        async with self.upstream_slot():
             resp, index = await self._send("/chat/completions", request, index)
             if resp.status == 400 and _is_context_error(resp.text()):
                 logger.info("engine at %s: prompt does not fit the context window; answering empty", resp.url)
@@ -253,14 +248,6 @@ class VLLMModel(SimpleResponsesAPIModel):
             return resp, i
         assert last_error is not None
         raise last_error
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        if self._semaphore is None:
-            yield
-            return
-        async with self._semaphore:
-            yield
 
 
 # ---------------------------------------------------------------------------------------- helpers

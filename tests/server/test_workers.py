@@ -51,6 +51,14 @@ def socket_inodes(pid: int) -> set[str]:
     return out
 
 
+def run_rollouts(agent_url: str, city: str, n: int) -> list[float]:
+    tool = {"type": "function", "name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    with httpx.Client(timeout=30) as client:
+        return [client.post(agent_url + "/run", json={"responses_create_params": {
+            "input": f"weather in {city}?", "tools": [tool]}}).json()["reward"] for _ in range(n)]
+
+
 def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
     args = ["-c", EXAMPLE_CONFIG, "-c", SCRIPTED_CONFIG, "++head_server.port=0",
             f"++{AGENT}.responses_api_agents.simple_agent.num_workers=3"]
@@ -65,12 +73,7 @@ def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
         assert len(listening) == 3, listening
         held = [socket_inodes(p) & listening for p in (primary, *workers)]
         assert all(len(h) == 1 for h in held) and len(set().union(*held)) == 3, held
-        with httpx.Client(timeout=30) as client:
-            rewards = [client.post(fleet.url(AGENT) + "/run", json={"responses_create_params": {
-                "input": "weather in Rome?", "tools": [{"type": "function", "name": "get_weather", "parameters": {
-                    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}})
-                .json()["reward"] for _ in range(12)]
-        assert rewards == [1.0] * 12
+        assert run_rollouts(fleet.url(AGENT), "Rome", 12) == [1.0] * 12
         os.kill(primary, signal.SIGKILL)  # workers must not outlive their primary
         assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10)
         # The launcher restarts the instance on the same port: three workers, three queues again, and it serves
@@ -83,9 +86,4 @@ def test_agent_with_three_workers_serves_and_registers_once(tmp_path):
 
         assert wait_until(restarted, 30)
         assert wait_until(lambda: len(listening_inodes(port)) == 3, 10), listening_inodes(port)
-        with httpx.Client(timeout=30) as client:
-            rewards = [client.post(fleet.url(AGENT) + "/run", json={"responses_create_params": {
-                "input": "weather in Oslo?", "tools": [{"type": "function", "name": "get_weather", "parameters": {
-                    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]}})
-                .json()["reward"] for _ in range(12)]
-        assert rewards == [1.0] * 12
+        assert run_rollouts(fleet.url(AGENT), "Oslo", 12) == [1.0] * 12
