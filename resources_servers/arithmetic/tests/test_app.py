@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
+from tests.fakes.server_module import load_server_module
+
 SERVER_DIR = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, filename: str) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SERVER_DIR / filename)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tasks = _load("gymfleet_test_arithmetic_tasks", "tasks.py")
-app_module = _load("gymfleet_test_arithmetic_app", "app.py")
+tasks = load_server_module(SERVER_DIR, "tasks.py")
+app_module = load_server_module(SERVER_DIR)
 
 
 @pytest.mark.parametrize(

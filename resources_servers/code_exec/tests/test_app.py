@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from tests.fakes.server_module import load_server_module
+
 SERVER_DIR = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def _load_app() -> ModuleType:
-    name = "gymfleet_test_code_exec_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    if str(SERVER_DIR) not in sys.path:
-        sys.path.insert(0, str(SERVER_DIR))
-    spec = importlib.util.spec_from_file_location(name, SERVER_DIR / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-app_module = _load_app()
+app_module = load_server_module(SERVER_DIR, on_path=True)
 code_sandbox = sys.modules["code_sandbox"]
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.live_server import live_server
+from tests.fakes.server_module import load_server_module
 
 pytest.importorskip("sympy", reason="math_verify needs sympy (pip install -r requirements.txt)")
 
@@ -25,21 +24,9 @@ PATHOLOGICAL = "+".join(f"1/(x+{i})" for i in range(1, 90))  # simplify() of thi
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def _load_app() -> ModuleType:
-    name = "gymfleet_test_math_verify_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    if str(SERVER_DIR) not in sys.path:
-        sys.path.insert(0, str(SERVER_DIR))  # what the launcher's PYTHONPATH does for `import math_check`
-    spec = importlib.util.spec_from_file_location(name, SERVER_DIR / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-app_module = _load_app()
+app_module = load_server_module(SERVER_DIR, on_path=True)
 math_check = sys.modules["math_check"]
 
 

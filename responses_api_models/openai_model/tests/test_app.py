@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -19,24 +16,14 @@ from omegaconf import OmegaConf
 from gymfleet import transport
 from tests.fakes.fake_openai import FakeOpenAI, Reply
 from tests.fakes.live_server import live_server
+from tests.fakes.server_module import load_server_module
 
 SERVER_DIR = Path(__file__).resolve().parents[1]
 
 
-def _load_app() -> ModuleType:
-    # Every server's module is called app.py; load it under a unique name so servers never collide.
-    name = "gymfleet_test_openai_model_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SERVER_DIR / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-app_module = _load_app()
+app_module = load_server_module(SERVER_DIR)
 OpenAIModel = app_module.OpenAIModel
 OpenAIModelConfig = app_module.OpenAIModelConfig
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -18,6 +15,7 @@ from omegaconf import OmegaConf
 from gymfleet import transport
 from tests.fakes.fake_openai import FakeOpenAI, Reply, generation_ids
 from tests.fakes.live_server import live_server
+from tests.fakes.server_module import load_server_module
 
 SERVER_DIR = Path(__file__).resolve().parents[1]
 
@@ -30,20 +28,9 @@ WEATHER_TOOL = {
 }
 
 
-def _load_app() -> ModuleType:
-    # Every server's module is called app.py; load it under a unique name so servers never collide.
-    name = "gymfleet_test_vllm_model_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SERVER_DIR / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-app_module = _load_app()
+app_module = load_server_module(SERVER_DIR)
 VLLMModel = app_module.VLLMModel
 VLLMModelConfig = app_module.VLLMModelConfig
 
