@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -207,6 +209,12 @@ def translate_connect_error(exc: BaseException, address: RayAddress | str) -> Ra
     )
 
 
+# The Ray Client proxy starts one "specific server" process per client; on a loaded machine that start can fail once
+# ("Initialization failure from server ... Starting Ray client server failed") and succeed on the next connection.
+_TRANSIENT_CLIENT_FAILURES = ("Initialization failure from server", "Starting Ray client server failed")
+_CLIENT_INIT_ATTEMPTS = 3
+
+
 def connect_sync(settings: RaySettings | None = None) -> None:
     """Join the cluster (blocking). Idempotent. Prefer :func:`connect` from async code."""
     settings = settings or _state.settings
@@ -225,15 +233,26 @@ def connect_sync(settings: RaySettings | None = None) -> None:
     if address.kind == "gcs":
         _probe_gcs(ray, address)
     logger.info("joining the Ray cluster at %s", address)
-    try:
-        ray.init(
-            address=address.url,
-            namespace=settings.namespace,
-            log_to_driver=settings.log_to_driver,
-            logging_level=logging.WARNING,
-        )
-    except Exception as exc:
-        raise translate_connect_error(exc, address) from exc
+    deadline = time.monotonic() + settings.connect_timeout_s
+    for attempt in range(1, _CLIENT_INIT_ATTEMPTS + 1):
+        try:
+            ray.init(
+                address=address.url,
+                namespace=settings.namespace,
+                log_to_driver=settings.log_to_driver,
+                logging_level=logging.WARNING,
+            )
+            break
+        except Exception as exc:
+            delay = float(attempt)
+            transient = address.kind == "client" and any(m in str(exc) for m in _TRANSIENT_CLIENT_FAILURES)
+            if not transient or attempt == _CLIENT_INIT_ATTEMPTS or time.monotonic() + delay > deadline:
+                raise translate_connect_error(exc, address) from exc
+            logger.warning("the Ray Client server at %s could not start a session for us (%s); retry %d/%d in %.0fs",
+                           address, str(exc).strip().splitlines()[0][:200], attempt, _CLIENT_INIT_ATTEMPTS - 1, delay)
+            with contextlib.suppress(Exception):
+                ray.shutdown()  # drop the half-made client context before the next ray.init
+            time.sleep(delay)
     _state.connected_to = address
     logger.info("joined the Ray cluster at %s", address)
 
