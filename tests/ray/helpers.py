@@ -52,21 +52,6 @@ def drive(scenario: str, config: dict[str, Any], timeout_s: float = 120.0) -> di
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def math_body(answer_text: str, expected: str) -> dict[str, Any]:
-    return {
-        "responses_create_params": {"input": "q"},
-        "response": {
-            "output": [
-                {
-                    "type": "message",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": answer_text}],
-                }
-            ]
-        },
-        "expected_answer": expected,
-    }
-
 
 def code_body(code: str, tests: list[str]) -> dict[str, Any]:
     return {

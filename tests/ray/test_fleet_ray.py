@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from gymfleet.ray_support import LocalRayCluster
+from tests.fakes.bodies import answer_body as math_body
 from tests.fleet_helpers import RunningFleet, pid_alive, run_fleet_process, wait_until
 from tests.ray.helpers import (
     PATHOLOGICAL,
     RAY_ENVS_CONFIG,
     code_body,
-    math_body,
     percentile,
     require_ray,
     require_sympy,

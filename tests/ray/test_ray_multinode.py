@@ -16,8 +16,9 @@ import time
 import pytest
 
 from gymfleet.ray_support import LocalRayCluster
+from tests.fakes.bodies import answer_body as math_body
 from tests.fleet_helpers import REPO, pid_alive
-from tests.ray.helpers import RAY_ENVS_CONFIG, math_body, require_ray, require_sympy, session_of
+from tests.ray.helpers import RAY_ENVS_CONFIG, require_ray, require_sympy, session_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.fakes.bodies import answer_body as verify_body
 from tests.fakes.live_server import live_server
 from tests.fakes.server_module import load_server_module
 
@@ -29,21 +30,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 app_module = load_server_module(SERVER_DIR, on_path=True)
 math_check = sys.modules["math_check"]
 
-
-def verify_body(answer_text: str, expected: str) -> dict[str, Any]:
-    return {
-        "responses_create_params": {"input": "q"},
-        "response": {
-            "output": [
-                {
-                    "type": "message",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": answer_text}],
-                }
-            ]
-        },
-        "expected_answer": expected,
-    }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
