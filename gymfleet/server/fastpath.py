@@ -21,7 +21,6 @@ server-error middleware).
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,8 +37,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gymfleet.server.limits import replay_body
 
 __all__ = ["FastJSONRouteMiddleware"]
-
-logger = logging.getLogger("gymfleet.server")
 
 _JSON_SUBTYPE = b"json"
 
